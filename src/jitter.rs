@@ -1,0 +1,675 @@
+//! The jitter buffer: releases complete frames in sequence order at capture time + a target delay.
+//!
+//! Times here are microseconds on the receiver's clock (see [`crate::clock`]); capture times are
+//! on the sender's clock. A frame plays at `capture_us + target_raw`, where `target_raw` is the
+//! target delay *including* the unknown clock offset. Working in raw transit times keeps the
+//! adaptive target independent of the offset estimate: the estimate can improve while the
+//! playout schedule stays put. Only [`JitterMode::Fixed`], whose target is an absolute
+//! end-to-end delay, needs the offset.
+//!
+//! Rules:
+//! - frames are released strictly in sequence order, never out of it;
+//! - a frame that completes after its playout time is counted late and dropped;
+//! - a missing frame is skipped (counted lost) when a later frame is due;
+//! - a frame that completes after it was skipped moves from lost to late.
+//!
+//! Bounded: at most `max_frames` frames and `max_bytes` bytes are held; a frame that does not
+//! fit is dropped (counted in `overflow`, and lost when playout passes it).
+//!
+//! **Adaptive target.** The target follows a high percentile (default the 99th) of the transit
+//! times of the frames of the last `window`, plus `headroom`. It rises at once when a frame
+//! needs more, and falls smoothly (exponentially, time constant `decay`), so a burst of delay
+//! raises the playout delay before the next frames are late, and quiet periods bring it back
+//! without jumps. WebRTC's NetEq follows the 95th percentile for audio, where a late packet is
+//! concealed; a late video frame is lost, so rtq aims higher.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::wire::datagram::FrameFlags;
+
+/// How the playout delay is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum JitterMode {
+    /// Play every frame exactly this long after its capture (end-to-end delay).
+    Fixed(Duration),
+    /// Follow the observed delay (see the module documentation).
+    #[default]
+    Adaptive,
+}
+
+impl std::str::FromStr for JitterMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "adaptive" {
+            return Ok(Self::Adaptive);
+        }
+        if let Some(d) = s.strip_prefix("fixed:") {
+            return crate::units::parse_duration(d)
+                .map(Self::Fixed)
+                .map_err(|e| format!("jitter mode `{s}`: {e}"));
+        }
+        Err(format!(
+            "jitter mode `{s}`: use `adaptive` or `fixed:DURATION` (e.g. fixed:50ms)"
+        ))
+    }
+}
+
+impl std::fmt::Display for JitterMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Adaptive => f.write_str("adaptive"),
+            Self::Fixed(d) => write!(f, "fixed:{}", crate::units::format_duration(*d)),
+        }
+    }
+}
+
+/// Jitter buffer configuration. The defaults suit the public internet and loopback alike: they
+/// follow the 99th percentile of the last 10 s with 2 ms of headroom, start 10 ms higher, and
+/// fall back with a time constant of 1 s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JitterConfig {
+    /// Fixed or adaptive playout delay.
+    pub mode: JitterMode,
+    /// Percentile of recent transit times the adaptive target follows (0.5..=1.0).
+    pub percentile: f64,
+    /// Added to the percentile.
+    pub headroom: Duration,
+    /// Extra delay given to the first frame, decaying away: protects the start of a stream,
+    /// before there are samples.
+    pub start_margin: Duration,
+    /// How far back samples count.
+    pub window: Duration,
+    /// Samples kept at most (the oldest go first).
+    pub max_samples: usize,
+    /// Time constant of the target's fall.
+    pub decay: Duration,
+    /// Lowest end-to-end target.
+    pub min_delay: Duration,
+    /// Highest end-to-end target; frames needing more are late.
+    pub max_delay: Duration,
+    /// Frames held at most.
+    pub max_frames: usize,
+    /// Bytes held at most.
+    pub max_bytes: usize,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            mode: JitterMode::Adaptive,
+            percentile: 0.99,
+            headroom: Duration::from_millis(2),
+            start_margin: Duration::from_millis(10),
+            window: Duration::from_secs(10),
+            max_samples: 2048,
+            decay: Duration::from_secs(1),
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_secs(2),
+            max_frames: 4096,
+            max_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A complete, decompressed frame waiting to play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyFrame {
+    /// Sequence number.
+    pub seq: u64,
+    /// Capture time, µs on the sender's clock.
+    pub capture_us: u64,
+    /// Frame flags.
+    pub flags: FrameFlags,
+    /// The frame.
+    pub data: Bytes,
+    /// When it became complete, µs on the receiver's clock.
+    pub complete_us: u64,
+}
+
+/// A frame released by the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlayedFrame {
+    /// The frame.
+    pub frame: ReadyFrame,
+    /// When it was released, µs on the receiver's clock.
+    pub played_us: u64,
+}
+
+/// What [`JitterBuffer::insert`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// Held until its playout time.
+    Buffered,
+    /// Its playout time had passed (or playout had moved past it): counted late, dropped.
+    Late,
+    /// Already held or already played.
+    Duplicate,
+    /// No room: dropped.
+    Overflow,
+}
+
+/// Counters of the jitter buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JitterStats {
+    /// Frames released on time.
+    pub played: u64,
+    /// Frames complete after their playout time.
+    pub late: u64,
+    /// Frames skipped by playout without having completed.
+    pub lost: u64,
+    /// Frames dropped for lack of room.
+    pub overflow: u64,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Frame(ReadyFrame),
+    /// A frame that completed late: playout passes it without counting it lost.
+    Late,
+}
+
+/// The jitter buffer. See the module documentation.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    cfg: JitterConfig,
+    slots: BTreeMap<u64, Slot>,
+    bytes: usize,
+    next_seq: u64,
+    offset_us: i64,
+    target_raw: Option<i64>,
+    samples: VecDeque<(u64, i64)>,
+    scratch: Vec<i64>,
+    last_goal_us: u64,
+    last_decay_us: u64,
+    stats: JitterStats,
+}
+
+/// How often the adaptive goal is recomputed when no sample asks for more.
+const GOAL_INTERVAL_US: u64 = 100_000;
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl JitterBuffer {
+    /// An empty buffer expecting sequence number 0 first.
+    pub fn new(cfg: JitterConfig) -> Self {
+        let mut jb = Self {
+            cfg,
+            slots: BTreeMap::new(),
+            bytes: 0,
+            next_seq: 0,
+            offset_us: 0,
+            target_raw: None,
+            samples: VecDeque::new(),
+            scratch: Vec::new(),
+            last_goal_us: 0,
+            last_decay_us: 0,
+            stats: JitterStats::default(),
+        };
+        jb.apply_fixed();
+        jb
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// The next sequence number playout waits for.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no frame is held.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Tells the buffer the current estimate of sender clock minus receiver clock.
+    pub fn set_offset(&mut self, offset_us: i64) {
+        self.offset_us = offset_us;
+        self.apply_fixed();
+    }
+
+    fn apply_fixed(&mut self) {
+        if let JitterMode::Fixed(d) = self.cfg.mode {
+            self.target_raw = Some(micros(d).saturating_sub(self.offset_us));
+        }
+    }
+
+    /// The end-to-end playout delay currently targeted, µs (None before the first frame in
+    /// adaptive mode).
+    pub fn target_delay_us(&self) -> Option<i64> {
+        self.target_raw.map(|t| t.saturating_add(self.offset_us))
+    }
+
+    /// When a frame captured at `capture_us` (sender clock) plays, µs on the receiver's clock.
+    pub fn playout_us(&self, capture_us: u64) -> Option<u64> {
+        let t = self.target_raw?;
+        Some(capture_us.saturating_add_signed(t))
+    }
+
+    fn clamp_raw(&self, raw: i64) -> i64 {
+        let lo = micros(self.cfg.min_delay).saturating_sub(self.offset_us);
+        let hi = micros(self.cfg.max_delay).saturating_sub(self.offset_us);
+        raw.clamp(lo, hi.max(lo))
+    }
+
+    /// Adds a complete frame at `now_us`.
+    pub fn insert(&mut self, now_us: u64, frame: ReadyFrame) -> Inserted {
+        let seq = frame.seq;
+        if seq < self.next_seq {
+            // Playout already passed it, counting it lost; it completed after all.
+            self.stats.lost = self.stats.lost.saturating_sub(1);
+            self.stats.late += 1;
+            return Inserted::Late;
+        }
+        if self.slots.contains_key(&seq) {
+            return Inserted::Duplicate;
+        }
+        let transit = i64::try_from(i128::from(now_us) - i128::from(frame.capture_us)).unwrap_or(0);
+        if self.target_raw.is_none() {
+            let start = transit + micros(self.cfg.headroom) + micros(self.cfg.start_margin);
+            self.target_raw = Some(self.clamp_raw(start));
+            self.last_goal_us = now_us;
+            self.last_decay_us = now_us;
+        }
+        let due = self.playout_us(frame.capture_us).unwrap_or(0);
+        let outcome = if now_us > due {
+            // Without room for the marker, playout will count the frame lost instead; the
+            // totals still add up.
+            if self.slots.len() < self.cfg.max_frames {
+                self.stats.late += 1;
+                self.slots.insert(seq, Slot::Late);
+            }
+            Inserted::Late
+        } else if self.slots.len() >= self.cfg.max_frames
+            || self.bytes + frame.data.len() > self.cfg.max_bytes
+        {
+            self.stats.overflow += 1;
+            Inserted::Overflow
+        } else {
+            self.bytes += frame.data.len();
+            self.slots.insert(seq, Slot::Frame(frame));
+            Inserted::Buffered
+        };
+        self.add_sample(now_us, transit);
+        outcome
+    }
+
+    fn add_sample(&mut self, now_us: u64, transit: i64) {
+        if self.cfg.mode != JitterMode::Adaptive {
+            return;
+        }
+        self.samples.push_back((now_us, transit));
+        let horizon = now_us.saturating_sub(u64::try_from(micros(self.cfg.window)).unwrap_or(0));
+        while self.samples.len() > self.cfg.max_samples.max(1)
+            || self.samples.front().is_some_and(|&(at, _)| at < horizon)
+        {
+            self.samples.pop_front();
+        }
+        let Some(current) = self.target_raw else {
+            return;
+        };
+        let needs_more = transit.saturating_add(micros(self.cfg.headroom)) > current;
+        if !needs_more && now_us.saturating_sub(self.last_goal_us) < GOAL_INTERVAL_US {
+            return;
+        }
+        self.last_goal_us = now_us;
+        let wanted = self.percentile().saturating_add(micros(self.cfg.headroom));
+        let goal = self.clamp_raw(wanted);
+        let next = if goal >= current {
+            goal
+        } else {
+            let dt = now_us.saturating_sub(self.last_decay_us) as f64;
+            let tau = self.cfg.decay.as_micros().max(1) as f64;
+            let keep = (-dt / tau).exp();
+            goal + ((current - goal) as f64 * keep).round() as i64
+        };
+        self.last_decay_us = now_us;
+        self.target_raw = Some(next);
+    }
+
+    fn percentile(&mut self) -> i64 {
+        self.scratch.clear();
+        self.scratch.extend(self.samples.iter().map(|&(_, t)| t));
+        if self.scratch.is_empty() {
+            return 0;
+        }
+        let n = self.scratch.len();
+        let p = self.cfg.percentile.clamp(0.0, 1.0);
+        let rank = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        *self.scratch.select_nth_unstable(rank).1
+    }
+
+    /// When the next frame is due (µs, receiver clock), if any is held.
+    pub fn next_due_us(&self) -> Option<u64> {
+        match self.slots.first_key_value()? {
+            (_, Slot::Late) => Some(0),
+            (_, Slot::Frame(f)) => self.playout_us(f.capture_us),
+        }
+    }
+
+    /// Releases the next frame if it is due at `now_us`. Call until it returns `None`.
+    pub fn poll(&mut self, now_us: u64) -> Option<PlayedFrame> {
+        loop {
+            let (&seq, first) = self.slots.first_key_value()?;
+            if let Slot::Frame(f) = first
+                && self.playout_us(f.capture_us).is_none_or(|due| due > now_us)
+            {
+                return None;
+            }
+            let slot = self.slots.remove(&seq)?;
+            self.stats.lost += seq - self.next_seq;
+            self.next_seq = seq + 1;
+            if let Slot::Frame(frame) = slot {
+                self.bytes -= frame.data.len();
+                self.stats.played += 1;
+                return Some(PlayedFrame {
+                    frame,
+                    played_us: now_us,
+                });
+            }
+        }
+    }
+
+    /// Releases every held frame now, in order, regardless of playout time (at shutdown, so that
+    /// nothing received is lost). Frames are counted as played.
+    pub fn flush(&mut self, now_us: u64) -> Vec<PlayedFrame> {
+        let mut out = Vec::with_capacity(self.slots.len());
+        while let Some((seq, slot)) = self.slots.pop_first() {
+            self.stats.lost += seq - self.next_seq;
+            self.next_seq = seq + 1;
+            if let Slot::Frame(frame) = slot {
+                self.bytes -= frame.data.len();
+                self.stats.played += 1;
+                out.push(PlayedFrame {
+                    frame,
+                    played_us: now_us,
+                });
+            }
+        }
+        out
+    }
+
+    /// Ends the stream at `end_seq` (the number of frames the sender transmitted): every frame
+    /// before it not yet accounted for is lost. Held frames are dropped as lost; flush first to
+    /// keep them.
+    pub fn finish(&mut self, end_seq: u64) {
+        while let Some((seq, slot)) = self.slots.pop_first() {
+            if let Slot::Frame(f) = &slot {
+                self.bytes -= f.data.len();
+            }
+            if !matches!(slot, Slot::Late) {
+                self.stats.lost += 1;
+            }
+            self.stats.lost += seq - self.next_seq;
+            self.next_seq = seq + 1;
+        }
+        if end_seq > self.next_seq {
+            self.stats.lost += end_seq - self.next_seq;
+            self.next_seq = end_seq;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: u64 = 1000;
+
+    fn frame(seq: u64, capture_us: u64, complete_us: u64) -> ReadyFrame {
+        ReadyFrame {
+            seq,
+            capture_us,
+            flags: FrameFlags::empty(),
+            data: Bytes::from(vec![seq as u8; 10]),
+            complete_us,
+        }
+    }
+
+    fn fixed(ms: u64) -> JitterBuffer {
+        JitterBuffer::new(JitterConfig {
+            mode: JitterMode::Fixed(Duration::from_millis(ms)),
+            ..Default::default()
+        })
+    }
+
+    /// Inserts frame `seq` captured at `seq * 33 ms`, completing at `capture + transit`.
+    fn arrive(jb: &mut JitterBuffer, seq: u64, transit_ms: u64) -> Inserted {
+        let c = seq * 33 * MS;
+        jb.insert(c + transit_ms * MS, frame(seq, c, c + transit_ms * MS))
+    }
+
+    #[test]
+    fn fixed_delay_plays_at_capture_plus_target() {
+        let mut jb = fixed(50);
+        assert_eq!(arrive(&mut jb, 0, 10), Inserted::Buffered);
+        assert_eq!(jb.next_due_us(), Some(50 * MS));
+        assert_eq!(jb.poll(49 * MS), None);
+        let p = jb.poll(50 * MS).unwrap();
+        assert_eq!((p.frame.seq, p.played_us), (0, 50 * MS));
+    }
+
+    #[test]
+    fn offset_shifts_the_fixed_schedule() {
+        let mut jb = fixed(50);
+        jb.set_offset(1_000_000); // the sender's clock is one second ahead
+        // Captured at sender time 1000 ms = receiver time 0: plays at receiver time 50 ms.
+        assert_eq!(jb.playout_us(1_000 * MS), Some(50 * MS));
+        assert_eq!(jb.target_delay_us(), Some(50_000));
+    }
+
+    #[test]
+    fn releases_in_order_and_skips_missing_when_a_successor_is_due() {
+        let mut jb = fixed(50);
+        arrive(&mut jb, 2, 5);
+        arrive(&mut jb, 0, 5);
+        let a = jb.poll(200 * MS).unwrap();
+        let b = jb.poll(200 * MS).unwrap();
+        assert_eq!((a.frame.seq, b.frame.seq), (0, 2));
+        assert_eq!(
+            jb.stats(),
+            JitterStats {
+                played: 2,
+                late: 0,
+                lost: 1,
+                overflow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn waits_for_a_missing_frame_until_its_successor_is_due() {
+        let mut jb = fixed(50);
+        arrive(&mut jb, 0, 5);
+        arrive(&mut jb, 2, 5);
+        assert_eq!(jb.poll(50 * MS).unwrap().frame.seq, 0);
+        // Frame 1 is missing; frame 2 plays at 66 + 50 ms. Before that, playout waits.
+        assert_eq!(jb.poll(115 * MS), None);
+        assert_eq!(arrive(&mut jb, 1, 40), Inserted::Buffered); // 33 + 40 < 33 + 50
+        assert_eq!(jb.poll(83 * MS).unwrap().frame.seq, 1);
+        assert_eq!(jb.poll(116 * MS).unwrap().frame.seq, 2);
+        assert_eq!(jb.stats().lost, 0);
+    }
+
+    #[test]
+    fn late_frames_are_dropped_and_never_reorder() {
+        let mut jb = fixed(50);
+        assert_eq!(arrive(&mut jb, 0, 60), Inserted::Late);
+        arrive(&mut jb, 1, 10);
+        assert_eq!(jb.poll(83 * MS).unwrap().frame.seq, 1);
+        assert_eq!(
+            jb.stats(),
+            JitterStats {
+                played: 1,
+                late: 1,
+                lost: 0,
+                overflow: 0
+            }
+        );
+        // A frame completing after playout skipped it moves from lost to late.
+        arrive(&mut jb, 3, 10);
+        assert_eq!(jb.poll(149 * MS).unwrap().frame.seq, 3);
+        assert_eq!(jb.stats().lost, 1);
+        assert_eq!(arrive(&mut jb, 2, 90), Inserted::Late);
+        assert_eq!(
+            jb.stats(),
+            JitterStats {
+                played: 2,
+                late: 2,
+                lost: 0,
+                overflow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn adaptive_target_tracks_the_delay_percentile() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // 10 ms base delay with 0..5 ms of jitter for 20 s at 30 fps.
+        for seq in 0..600u64 {
+            let jitter = (seq * 7919) % 6;
+            arrive(&mut jb, seq, 10 + jitter);
+            while jb.poll(seq * 33 * MS + 10 * MS).is_some() {}
+        }
+        let t = jb.target_delay_us().unwrap();
+        // p99 of 10..=15 ms is 15 ms; plus 2 ms headroom = 17 ms, approached from above.
+        assert!((17_000..18_000).contains(&t), "target {t}");
+        // A sustained step to 40 ms raises the target as soon as it reaches the percentile: the
+        // 99th of 300 samples moves on the 4th frame; the frames before it are late.
+        let late_before = jb.stats().late;
+        for seq in 600..604u64 {
+            arrive(&mut jb, seq, 40);
+        }
+        assert!(
+            jb.target_delay_us().unwrap() >= 42_000,
+            "{:?}",
+            jb.target_delay_us()
+        );
+        assert_eq!(
+            jb.stats().late - late_before,
+            4,
+            "the step costs the frames that reveal it"
+        );
+        assert_eq!(arrive(&mut jb, 604, 40), Inserted::Buffered);
+        // ...and it falls back smoothly once delays return.
+        let mut last = jb.target_delay_us().unwrap();
+        for seq in 605..700u64 {
+            arrive(&mut jb, seq, 10);
+            let t = jb.target_delay_us().unwrap();
+            assert!(t <= last, "never rises without cause");
+            assert!(last - t < 5_000, "falls smoothly: {last} -> {t}");
+            last = t;
+        }
+    }
+
+    #[test]
+    fn bounded_by_frames() {
+        let mut jb = JitterBuffer::new(JitterConfig {
+            mode: JitterMode::Fixed(Duration::from_secs(1)),
+            max_frames: 4,
+            ..Default::default()
+        });
+        for seq in 0..6 {
+            arrive(&mut jb, seq, 1);
+        }
+        assert_eq!(jb.len(), 4);
+        assert_eq!(jb.stats().overflow, 2);
+    }
+
+    #[test]
+    fn flush_and_finish_account_for_every_frame() {
+        let mut jb = fixed(50);
+        arrive(&mut jb, 1, 5);
+        arrive(&mut jb, 3, 5);
+        let flushed = jb.flush(0);
+        assert_eq!(
+            flushed.iter().map(|p| p.frame.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        jb.finish(6);
+        assert_eq!(
+            jb.stats(),
+            JitterStats {
+                played: 2,
+                late: 0,
+                lost: 4,
+                overflow: 0
+            }
+        );
+        assert_eq!(jb.bytes(), 0);
+    }
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!("adaptive".parse(), Ok(JitterMode::Adaptive));
+        assert_eq!(
+            "fixed:50ms".parse(),
+            Ok(JitterMode::Fixed(Duration::from_millis(50)))
+        );
+        assert!("fixed:soon".parse::<JitterMode>().is_err());
+        assert!(
+            "stretchy"
+                .parse::<JitterMode>()
+                .unwrap_err()
+                .contains("adaptive")
+        );
+    }
+
+    proptest! {
+        /// Whatever the arrival order and timing: frames come out in strictly increasing
+        /// sequence order, and at the end every sequence number is played, late or lost once.
+        #[test]
+        fn ordering_and_accounting(
+            arrivals in proptest::collection::vec((0u64..200, 0u64..120), 0..300),
+            adaptive: bool,
+        ) {
+            let cfg = JitterConfig {
+                mode: if adaptive { JitterMode::Adaptive } else { JitterMode::Fixed(Duration::from_millis(50)) },
+                max_frames: 64,
+                ..Default::default()
+            };
+            let mut jb = JitterBuffer::new(cfg);
+            let mut seen = std::collections::HashSet::new();
+            let mut events: Vec<(u64, u64)> = arrivals.into_iter()
+                .filter(|(seq, _)| seen.insert(*seq))
+                .map(|(seq, transit)| (seq * 33 * MS + transit * MS, seq))
+                .collect();
+            events.sort();
+            let mut last = None;
+            for (at, seq) in events {
+                while let Some(p) = jb.poll(at) {
+                    prop_assert!(last.is_none_or(|l| p.frame.seq > l));
+                    last = Some(p.frame.seq);
+                }
+                jb.insert(at, frame(seq, seq * 33 * MS, at));
+            }
+            while let Some(p) = jb.poll(u64::MAX / 2) {
+                prop_assert!(last.is_none_or(|l| p.frame.seq > l));
+                last = Some(p.frame.seq);
+            }
+            jb.finish(200);
+            let s = jb.stats();
+            prop_assert_eq!(s.played + s.late + s.lost, 200);
+            prop_assert_eq!(jb.bytes(), 0);
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Cuts a frame into datagrams that fit the connection's current maximum datagram size.
+//!
+//! All fragments of a frame have `ceil(frame_len / count)` bytes (the last one fewer), so FEC can
+//! later treat them as equal shards and the receiver can place each from its index alone. The
+//! datagrams of a frame are built into one buffer (one allocation and one copy per frame) and
+//! handed out as zero-copy slices of it.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
+
+/// A frame ready to be cut, after compression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireFrame {
+    /// Sequence number.
+    pub seq: u64,
+    /// Capture time, µs on the sender's clock.
+    pub capture_us: u64,
+    /// Flags for every fragment.
+    pub flags: FrameFlags,
+    /// The body as carried (compressed or not).
+    pub body: Bytes,
+    /// Length after decompression.
+    pub payload_len: u32,
+}
+
+/// Why a frame cannot be cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketizeError {
+    /// The maximum datagram size leaves no room after the header.
+    #[error("datagrams of {0} bytes cannot carry the {HEADER_LEN}-byte header and data")]
+    DatagramTooSmall(usize),
+    /// More than 65535 fragments, or more than 4 GiB, would be needed.
+    #[error("frame of {0} bytes is too large to fragment")]
+    FrameTooLarge(usize),
+}
+
+/// The datagrams of one frame, handed out one at a time.
+#[derive(Debug, Clone)]
+pub struct Fragments {
+    buf: Bytes,
+    count: u16,
+    next: u16,
+    shard: usize,
+    frame_len: usize,
+    max_datagram: usize,
+}
+
+impl Fragments {
+    /// Cuts `frame` into datagrams of at most `max_datagram` bytes.
+    pub fn new(frame: &WireFrame, max_datagram: usize) -> Result<Self, PacketizeError> {
+        let room = max_datagram
+            .checked_sub(HEADER_LEN)
+            .filter(|&r| r > 0)
+            .ok_or(PacketizeError::DatagramTooSmall(max_datagram))?;
+        let len = frame.body.len();
+        let frame_len = u32::try_from(len).map_err(|_| PacketizeError::FrameTooLarge(len))?;
+        let count = u16::try_from(len.div_ceil(room).max(1))
+            .map_err(|_| PacketizeError::FrameTooLarge(len))?;
+        let shard = crate::wire::datagram::shard_len(frame_len, count);
+        let mut buf = BytesMut::with_capacity(usize::from(count) * HEADER_LEN + len);
+        let mut header = FragmentHeader {
+            flags: frame.flags,
+            seq: frame.seq,
+            capture_us: frame.capture_us,
+            frame_len,
+            payload_len: frame.payload_len,
+            index: 0,
+            count,
+        };
+        let mut hdr = [0u8; HEADER_LEN];
+        for index in 0..count {
+            header.index = index;
+            header.emit(&mut hdr);
+            buf.extend_from_slice(&hdr);
+            buf.extend_from_slice(&frame.body[header.range()]);
+        }
+        Ok(Self {
+            buf: buf.freeze(),
+            count,
+            next: 0,
+            shard,
+            frame_len: len,
+            max_datagram,
+        })
+    }
+
+    /// Number of fragments.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// Fragments not yet handed out.
+    pub fn remaining(&self) -> u16 {
+        self.count - self.next
+    }
+
+    /// Whether no fragment has been handed out yet.
+    pub fn untouched(&self) -> bool {
+        self.next == 0
+    }
+
+    /// The datagram size limit these fragments were cut for.
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
+    /// Length of the next datagram, if any is left.
+    pub fn peek_len(&self) -> Option<usize> {
+        (self.next < self.count).then(|| self.range(self.next).len())
+    }
+
+    fn range(&self, index: u16) -> std::ops::Range<usize> {
+        let i = usize::from(index);
+        let start = i * HEADER_LEN + (i * self.shard).min(self.frame_len);
+        let body = (self.shard).min(self.frame_len.saturating_sub(i * self.shard));
+        start..start + HEADER_LEN + body
+    }
+}
+
+impl Iterator for Fragments {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        if self.next >= self.count {
+            return None;
+        }
+        let d = self.buf.slice(self.range(self.next));
+        self.next += 1;
+        Some(d)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.remaining());
+        (n, Some(n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frame(len: usize) -> WireFrame {
+        WireFrame {
+            seq: 42,
+            capture_us: 123,
+            flags: FrameFlags::KEYFRAME,
+            body: (0..len).map(|i| (i * 7) as u8).collect::<Vec<_>>().into(),
+            payload_len: len as u32,
+        }
+    }
+
+    #[test]
+    fn cuts_to_the_datagram_size_in_equal_shards() {
+        let f = frame(3000);
+        let frags: Vec<_> = Fragments::new(&f, 1200).unwrap().collect();
+        assert_eq!(frags.len(), 3); // 1168 room → 3 fragments of 1000
+        for (i, d) in frags.iter().enumerate() {
+            assert!(d.len() <= 1200);
+            let (h, body) = FragmentHeader::parse(d).unwrap();
+            assert_eq!((h.index as usize, h.count, body.len()), (i, 3, 1000));
+            assert_eq!(body, &f.body[i * 1000..(i + 1) * 1000]);
+        }
+    }
+
+    #[test]
+    fn empty_frames_are_one_header_only_datagram() {
+        let frags: Vec<_> = Fragments::new(&frame(0), 1200).unwrap().collect();
+        assert_eq!(frags.len(), 1);
+        assert_eq!(frags[0].len(), HEADER_LEN);
+    }
+
+    #[test]
+    fn refuses_impossible_cuts() {
+        assert_eq!(
+            Fragments::new(&frame(10), HEADER_LEN).unwrap_err(),
+            PacketizeError::DatagramTooSmall(HEADER_LEN)
+        );
+        assert_eq!(
+            Fragments::new(&frame(70_000), HEADER_LEN + 1).unwrap_err(),
+            PacketizeError::FrameTooLarge(70_000)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn fragments_parse_and_tile_the_frame(len in 0usize..40_000, mtu in (HEADER_LEN + 1)..2000) {
+            let f = frame(len);
+            let Ok(mut frags) = Fragments::new(&f, mtu) else {
+                prop_assert!(len.div_ceil(mtu - HEADER_LEN) > usize::from(u16::MAX));
+                return Ok(());
+            };
+            let mut rebuilt = Vec::new();
+            while let Some(peek) = frags.peek_len() {
+                let d = frags.next().unwrap();
+                prop_assert_eq!(d.len(), peek);
+                prop_assert!(d.len() <= mtu);
+                let (h, body) = FragmentHeader::parse(&d).unwrap();
+                prop_assert_eq!(h.range().start, rebuilt.len());
+                rebuilt.extend_from_slice(body);
+            }
+            prop_assert_eq!(frags.next(), None);
+            prop_assert_eq!(&rebuilt[..], &f.body[..]);
+        }
+    }
+}

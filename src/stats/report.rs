@@ -1,0 +1,296 @@
+//! The session report: a stable JSON layout that scripts and CI rely on.
+//!
+//! Keys named in `README.md` (`role`, `duration_s`, `frames`, `bytes`, `latency_us` and their
+//! members) are never renamed; new fields may be added.
+
+use serde::{Deserialize, Serialize};
+
+use super::LatencySummary;
+use crate::reassemble::{ReassemblyStats, Rejected};
+use crate::wire::control::{ControlError, Role};
+use crate::wire::datagram::DatagramError;
+
+/// One session's report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionReport {
+    /// `"sender"` or `"receiver"`.
+    pub role: Role,
+    /// Session length, seconds.
+    pub duration_s: f64,
+    /// Peer address, as the shell saw it.
+    pub peer: String,
+    /// How the session ended (`complete`, `shutdown`, `peer closed`, or an error).
+    pub end: String,
+    /// Frame counts.
+    pub frames: FrameReport,
+    /// Byte counts.
+    pub bytes: ByteReport,
+    /// `bytes.compressed / bytes.payload` (1.0 when nothing compressed).
+    pub compression_ratio: f64,
+    /// Delay summaries, µs. On the sender, as the receiver reported them in its goodbye.
+    pub latency_us: LatencyReport,
+    /// Datagram counts and drops by reason.
+    pub datagrams: DatagramReport,
+    /// Control-stream messages skipped, by reason.
+    pub control_errors: ControlDrops,
+    /// The jitter buffer (receiver only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jitter_buffer: Option<JitterReport>,
+    /// Reassembly counters (receiver only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reassembly: Option<ReassemblyStats>,
+    /// Clock-offset estimate (receiver only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub clock: Option<ClockReport>,
+    /// QUIC connection figures, filled by the shell.
+    #[serde(default)]
+    pub quic: QuicReport,
+}
+
+/// Frame counts. On the receiver, `sent` comes from the sender's goodbye.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FrameReport {
+    /// Frames the source handed to the sender.
+    pub sent: u64,
+    /// Frames that got a sequence number and went on the wire (`sent` − dropped by sender).
+    pub transmitted: u64,
+    /// Frames of which at least one fragment arrived.
+    pub received: u64,
+    /// Frames reassembled and decompressed.
+    pub complete: u64,
+    /// Frames played on time.
+    pub played: u64,
+    /// Frames complete after their playout time (dropped).
+    pub late: u64,
+    /// Frames that never completed.
+    pub lost: u64,
+    /// Frames flagged as keyframes (sender: sent; receiver: played).
+    pub keyframes: u64,
+    /// Frames the sender dropped without sending, by reason.
+    pub dropped_by_sender: SenderDrops,
+}
+
+/// Why the sender dropped frames instead of sending them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SenderDrops {
+    /// Could not start before its deadline (capture + `--deadline`).
+    pub stale: u64,
+    /// The send queue was full.
+    pub queue_full: u64,
+    /// Larger than the frame-size limit.
+    pub too_large: u64,
+    /// Discarded from the queue at shutdown.
+    pub shutdown: u64,
+    /// All of the above.
+    pub total: u64,
+}
+
+impl SenderDrops {
+    /// Recomputes `total`.
+    pub fn with_total(mut self) -> Self {
+        self.total = self.stale + self.queue_full + self.too_large + self.shutdown;
+        self
+    }
+}
+
+/// Byte counts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ByteReport {
+    /// Frame bytes before compression.
+    pub payload: u64,
+    /// Frame bytes after compression (as fragmented).
+    pub compressed: u64,
+    /// UDP payload bytes this endpoint sent on the connection (QUIC headers, acknowledgements
+    /// and the control stream included).
+    pub wire: u64,
+    /// rtq datagram bytes (headers included) sent (sender) or received (receiver).
+    pub datagrams: u64,
+}
+
+/// Delay summaries, µs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct LatencyReport {
+    /// Capture → frame complete at the receiver.
+    pub network: LatencySummary,
+    /// Frame complete → played.
+    pub jitter_buffer: LatencySummary,
+    /// Capture → played.
+    pub end_to_end: LatencySummary,
+    /// Sender only: capture → last fragment handed to QUIC.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub send: Option<LatencySummary>,
+}
+
+/// Datagram counts.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatagramReport {
+    /// Datagrams sent (sender).
+    pub sent: u64,
+    /// Datagrams received (receiver).
+    pub received: u64,
+    /// Datagrams dropped, by reason (receiver).
+    pub dropped: DatagramDrops,
+    /// Frames re-cut because the path's datagram size shrank (sender).
+    pub recuts: u64,
+}
+
+/// Datagrams the receiver dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatagramDrops {
+    /// Shorter than the header.
+    pub truncated: u64,
+    /// Unknown protocol version.
+    pub unknown_version: u64,
+    /// Unknown datagram type.
+    pub unknown_type: u64,
+    /// Reserved flag bits set.
+    pub reserved_flags: u64,
+    /// Index, count and frame length inconsistent.
+    pub bad_geometry: u64,
+    /// Fragment length inconsistent with its geometry.
+    pub bad_length: u64,
+    /// Uncompressed frame with two different lengths.
+    pub bad_payload_len: u64,
+    /// Fragment already received.
+    pub duplicate: u64,
+    /// Fragment of a frame given up or too old.
+    pub stale: u64,
+    /// Sequence number implausibly far ahead.
+    pub too_far_ahead: u64,
+    /// Frame larger than the limit.
+    pub too_large: u64,
+    /// Frames (not datagrams) whose decompression failed: corrupt, or a decompression bomb.
+    pub decompress_failed: u64,
+    /// All of the above.
+    pub total: u64,
+}
+
+impl DatagramDrops {
+    /// Counts a parse failure.
+    pub fn parse_error(&mut self, e: &DatagramError) {
+        match e {
+            DatagramError::Truncated(_) => self.truncated += 1,
+            DatagramError::UnknownVersion(_) => self.unknown_version += 1,
+            DatagramError::UnknownType(_) => self.unknown_type += 1,
+            DatagramError::ReservedFlags(_) => self.reserved_flags += 1,
+            DatagramError::BadGeometry { .. } => self.bad_geometry += 1,
+            DatagramError::BadLength { .. } => self.bad_length += 1,
+            DatagramError::BadPayloadLen { .. } => self.bad_payload_len += 1,
+        }
+        self.total += 1;
+    }
+
+    /// Counts a reassembly rejection.
+    pub fn rejected(&mut self, r: Rejected) {
+        match r {
+            Rejected::Duplicate => self.duplicate += 1,
+            Rejected::Stale => self.stale += 1,
+            Rejected::TooFarAhead => self.too_far_ahead += 1,
+            Rejected::TooLarge => self.too_large += 1,
+        }
+        self.total += 1;
+    }
+
+    /// Counts a frame that failed to decompress.
+    pub fn decompress_failed(&mut self) {
+        self.decompress_failed += 1;
+        self.total += 1;
+    }
+}
+
+/// Control messages skipped, by reason.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlDrops {
+    /// Unknown message type.
+    pub unknown_type: u64,
+    /// Longer than the limit.
+    pub oversized: u64,
+    /// Malformed body.
+    pub malformed: u64,
+    /// Valid message at a wrong time (e.g. a second hello).
+    pub unexpected: u64,
+}
+
+impl ControlDrops {
+    /// Counts a decoding error.
+    pub fn record(&mut self, e: &ControlError) {
+        match e {
+            ControlError::UnknownType(_) => self.unknown_type += 1,
+            ControlError::Oversized { .. } => self.oversized += 1,
+            ControlError::Malformed(_) => self.malformed += 1,
+        }
+    }
+}
+
+/// The jitter buffer's state at the end.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JitterReport {
+    /// `adaptive` or `fixed:…`.
+    pub mode: String,
+    /// End-to-end delay targeted at the end, µs.
+    pub target_delay_us: i64,
+    /// RFC 3550 interarrival jitter of frames, µs.
+    pub interarrival_jitter_us: u64,
+    /// Frames dropped for lack of room.
+    pub overflow: u64,
+    /// Frames released early at shutdown so that none was lost.
+    pub flushed: u64,
+}
+
+/// The clock-offset estimate at the end of a session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClockReport {
+    /// `sync` or `system`.
+    pub mode: String,
+    /// Offset used to map capture times (sender − receiver), µs.
+    pub offset_us: i64,
+    /// Offset estimated from ping/pong, µs (reported even when `system` mode uses 0).
+    pub estimated_offset_us: Option<i64>,
+    /// Round-trip time of the exchange the estimate came from, µs.
+    pub rtt_us: Option<u64>,
+    /// Exchanges completed.
+    pub samples: u64,
+}
+
+/// Figures from the QUIC connection.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuicReport {
+    /// Smoothed RTT at the end, µs.
+    pub rtt_us: u64,
+    /// Congestion window at the end, bytes.
+    pub cwnd: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// UDP datagrams sent.
+    pub udp_tx_datagrams: u64,
+    /// UDP datagrams received.
+    pub udp_rx_datagrams: u64,
+    /// Path MTU at the end, bytes.
+    pub mtu: u64,
+    /// Largest datagram payload the connection allowed at the end, bytes.
+    pub max_datagram: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_count_by_reason_and_total() {
+        let mut d = DatagramDrops::default();
+        d.parse_error(&DatagramError::Truncated(3));
+        d.parse_error(&DatagramError::UnknownVersion(9));
+        d.rejected(Rejected::Duplicate);
+        d.decompress_failed();
+        assert_eq!(
+            (
+                d.truncated,
+                d.unknown_version,
+                d.duplicate,
+                d.decompress_failed
+            ),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(d.total, 4);
+    }
+}

@@ -1,0 +1,180 @@
+//! Human-readable summaries of session reports, for the end of a run.
+
+use std::fmt::Write;
+
+use super::LatencySummary;
+use super::report::SessionReport;
+use crate::units::format_bytes;
+use crate::wire::control::Role;
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn delay_row(out: &mut String, name: &str, s: &LatencySummary) {
+    if s.count == 0 {
+        let _ = writeln!(out, "    {name:<14} (no samples)");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "    {name:<14} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        ms(s.p50),
+        ms(s.p90),
+        ms(s.p99),
+        ms(s.p999),
+        ms(s.max)
+    );
+}
+
+/// A multi-line summary of one session.
+pub fn summary(title: &str, r: &SessionReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{title} — {} after {:.2} s", r.end, r.duration_s);
+    let f = &r.frames;
+    let d = &f.dropped_by_sender;
+    match r.role {
+        Role::Sender => {
+            let _ = writeln!(
+                out,
+                "  frames    sent {}  transmitted {}  dropped by sender {} (stale {}, queue full {}, too large {}, shutdown {})",
+                f.sent, f.transmitted, d.total, d.stale, d.queue_full, d.too_large, d.shutdown
+            );
+            let _ = writeln!(
+                out,
+                "  receiver  received {}  complete {}  played {}  late {}  lost {}",
+                f.received, f.complete, f.played, f.late, f.lost
+            );
+        }
+        Role::Receiver => {
+            let _ = writeln!(
+                out,
+                "  frames    sent {}  received {}  complete {}  played {}  late {}  lost {}  (dropped by sender {})",
+                f.sent, f.received, f.complete, f.played, f.late, f.lost, d.total
+            );
+        }
+    }
+    let b = &r.bytes;
+    let _ = writeln!(
+        out,
+        "  bytes     payload {}  compressed {} (ratio {:.3})  wire {}",
+        format_bytes(b.payload),
+        format_bytes(b.compressed),
+        r.compression_ratio,
+        format_bytes(b.wire)
+    );
+    if r.datagrams.dropped.total > 0 {
+        let _ = writeln!(
+            out,
+            "  dropped   {} datagrams (see the JSON report for reasons)",
+            r.datagrams.dropped.total
+        );
+    }
+    let by = if r.role == Role::Sender {
+        " (as the receiver measured)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "  delay ms{by:<20}     p50      p90      p99    p99.9      max"
+    );
+    let l = &r.latency_us;
+    delay_row(&mut out, "network", &l.network);
+    delay_row(&mut out, "jitter buffer", &l.jitter_buffer);
+    delay_row(&mut out, "end-to-end", &l.end_to_end);
+    if let Some(send) = &l.send {
+        delay_row(&mut out, "send (local)", send);
+    }
+    if let Some(j) = &r.jitter_buffer {
+        let _ = write!(
+            out,
+            "  playout   {} target {} ms",
+            j.mode,
+            ms(j.target_delay_us.max(0).unsigned_abs())
+        );
+        let _ = write!(
+            out,
+            ", interarrival jitter {} ms",
+            ms(j.interarrival_jitter_us)
+        );
+        if let Some(c) = &r.clock {
+            let est = c
+                .estimated_offset_us
+                .map_or("n/a".into(), |o| format!("{:+.3} ms", o as f64 / 1000.0));
+            let _ = write!(out, "; clock {} (estimated offset {est})", c.mode);
+        }
+        let _ = writeln!(out);
+    }
+    if r.quic.rtt_us > 0 {
+        let _ = writeln!(
+            out,
+            "  quic      rtt {} ms  cwnd {}  lost packets {}  mtu {}",
+            ms(r.quic.rtt_us),
+            format_bytes(r.quic.cwnd),
+            r.quic.lost_packets,
+            r.quic.mtu
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::report::*;
+
+    fn report(role: Role) -> SessionReport {
+        SessionReport {
+            role,
+            duration_s: 10.0,
+            peer: "127.0.0.1:1".into(),
+            end: "complete".into(),
+            frames: FrameReport {
+                sent: 300,
+                played: 299,
+                lost: 1,
+                ..Default::default()
+            },
+            bytes: ByteReport {
+                payload: 2_500_000,
+                compressed: 2_000_000,
+                wire: 2_100_000,
+                datagrams: 0,
+            },
+            compression_ratio: 0.8,
+            latency_us: LatencyReport {
+                end_to_end: LatencySummary {
+                    count: 299,
+                    p50: 2100,
+                    p99: 4000,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            datagrams: DatagramReport::default(),
+            control_errors: ControlDrops::default(),
+            jitter_buffer: None,
+            reassembly: None,
+            clock: None,
+            quic: QuicReport::default(),
+        }
+    }
+
+    #[test]
+    fn receiver_summary_shows_counts_and_delays() {
+        let text = summary("rtq-recv session 1", &report(Role::Receiver));
+        assert!(text.contains("played 299"), "{text}");
+        assert!(text.contains("lost 1"));
+        assert!(text.contains("end-to-end"));
+        assert!(text.contains("2.10"), "p50 in ms: {text}");
+        assert!(text.contains("(no samples)"), "empty delays say so");
+    }
+
+    #[test]
+    fn sender_summary_credits_the_receiver() {
+        let text = summary("rtq-send", &report(Role::Sender));
+        assert!(text.contains("as the receiver measured"), "{text}");
+        assert!(text.contains("receiver  received"));
+    }
+}
