@@ -1,0 +1,962 @@
+//! The receiver's session: datagrams and control bytes in; frames to play, and control
+//! messages (hello, clock-sync pings, reports, goodbye) out.
+//!
+//! A datagram is parsed, its fragment reassembled; a complete frame is decompressed (bounded by
+//! the length its header declares, itself bounded by the frame-size limit), its network delay
+//! recorded, and it goes into the jitter buffer, which releases it at its playout time. Every
+//! datagram that cannot be used is counted by reason and dropped; nothing from the network can
+//! make this code panic or grow without bound.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use super::sender::{ratio, to_wire};
+use super::{End, SOFTWARE, queue_control};
+use crate::clock::{ClockAnchor, ClockMode, ClockSync};
+use crate::compress::Decompressor;
+use crate::jitter::{Inserted, JitterBuffer, JitterConfig, PlayedFrame, ReadyFrame};
+use crate::reassemble::{Accepted, Assembled, Reassembler, ReassemblyLimits};
+use crate::stats::report::{
+    ByteReport, ClockReport, ControlDrops, DatagramDrops, DatagramReport, FrameReport,
+    JitterReport, SessionReport,
+};
+use crate::stats::{Delays, InterarrivalJitter};
+use crate::timer::{Timer, Timers};
+use crate::wire::control::{
+    ControlDecoder, ControlMessage, Goodbye, Hello, Ping, Report, Role, Summary,
+};
+use crate::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
+use crate::wire::{CloseCode, VERSION};
+
+/// Receiver configuration. The defaults suit the public internet and loopback alike.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverConfig {
+    /// The jitter buffer.
+    pub jitter: JitterConfig,
+    /// Reassembly memory limits (also the frame-size and decompression limit).
+    pub reassembly: ReassemblyLimits,
+    /// How capture times map onto this clock.
+    pub clock: ClockMode,
+    /// Largest control message accepted from the sender, bytes.
+    pub max_control_message: usize,
+    /// How often a receiver report goes to the sender (100 ms to 1 s).
+    pub report_interval: Duration,
+    /// How often a clock-sync ping goes out once the first few are done.
+    pub ping_interval: Duration,
+    /// How long a partial frame is kept past its playout time, so that a frame completing late
+    /// is told apart from one lost.
+    pub late_grace: Duration,
+    /// After the sender's goodbye, how long to wait beyond the playout delay for the last
+    /// frames.
+    pub linger: Duration,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        Self {
+            jitter: JitterConfig::default(),
+            reassembly: ReassemblyLimits::default(),
+            clock: ClockMode::Sync,
+            max_control_message: crate::wire::control::DEFAULT_MAX_MESSAGE,
+            report_interval: Duration::from_millis(250),
+            ping_interval: Duration::from_secs(1),
+            late_grace: Duration::from_millis(200),
+            linger: Duration::from_millis(500),
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Checks the configuration, naming what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let j = &self.jitter;
+        if j.max_delay < j.min_delay {
+            return Err("maximum playout delay is below the minimum".into());
+        }
+        if let crate::jitter::JitterMode::Fixed(d) = j.mode
+            && d > j.max_delay
+        {
+            return Err(format!(
+                "fixed playout delay {} exceeds the maximum {}: raise --max-delay",
+                crate::units::format_duration(d),
+                crate::units::format_duration(j.max_delay)
+            ));
+        }
+        if !(0.5..=1.0).contains(&j.percentile) {
+            return Err("jitter percentile must be between 0.5 and 1.0".into());
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&self.report_interval) {
+            return Err("report interval must be between 10ms and 10s".into());
+        }
+        let r = &self.reassembly;
+        if r.max_frames == 0 || r.max_bytes == 0 || r.max_frame_bytes == 0 {
+            return Err("reassembly limits must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the receiver, for tests and status lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Datagrams handed to the session.
+    pub datagrams: u64,
+    /// Their bytes.
+    pub bytes_datagrams: u64,
+    /// Frames with at least one fragment received.
+    pub frames_received: u64,
+    /// Frames reassembled and decompressed.
+    pub frames_complete: u64,
+    /// Frames played.
+    pub frames_played: u64,
+    /// Frames late.
+    pub frames_late: u64,
+    /// Frames lost.
+    pub frames_lost: u64,
+    /// Keyframes played.
+    pub keyframes_played: u64,
+    /// Frame bytes as carried (compressed).
+    pub bytes_compressed: u64,
+    /// Frame bytes after decompression.
+    pub bytes_payload: u64,
+    /// Datagrams dropped, by reason.
+    pub dropped: DatagramDrops,
+    /// Control messages skipped, by reason.
+    pub control_errors: ControlDrops,
+    /// Frames released early at shutdown.
+    pub flushed: u64,
+    /// Periodic control messages not queued because the backlog was full.
+    pub control_backlog_drops: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// The sender said goodbye; playing out the last frames.
+    Draining,
+    Done,
+}
+
+/// Clock-sync pings sent in quick succession at the start, for a good first estimate.
+const FIRST_PINGS: u32 = 5;
+const FIRST_PING_SPACING: Duration = Duration::from_millis(20);
+
+/// The receiver's session. See the module documentation, and [`crate::session`] for the call
+/// order.
+#[derive(Debug)]
+pub struct ReceiverSession {
+    cfg: ReceiverConfig,
+    anchor: ClockAnchor,
+    started: Instant,
+    ended_at: Option<Instant>,
+    phase: Phase,
+    end: Option<End>,
+    reassembler: Reassembler,
+    decompressor: Decompressor,
+    jitter: JitterBuffer,
+    clock: ClockSync,
+    decoder: ControlDecoder,
+    out: Vec<u8>,
+    timers: Timers,
+    pings_sent: u32,
+    next_seq_seen: u64,
+    peer_hello: Option<Hello>,
+    peer_goodbye: Option<Goodbye>,
+    delays: Delays,
+    interarrival: InterarrivalJitter,
+    stats: ReceiverStats,
+}
+
+impl ReceiverSession {
+    /// A new session; its hello is ready in [`poll_control`](Self::poll_control).
+    pub fn new(cfg: ReceiverConfig, anchor: ClockAnchor, now: Instant) -> Self {
+        let mut s = Self {
+            reassembler: Reassembler::new(cfg.reassembly),
+            decompressor: Decompressor::default(),
+            jitter: JitterBuffer::new(cfg.jitter),
+            clock: ClockSync::new(cfg.clock),
+            decoder: ControlDecoder::new(cfg.max_control_message),
+            cfg,
+            anchor,
+            started: now,
+            ended_at: None,
+            phase: Phase::Running,
+            end: None,
+            out: Vec::new(),
+            timers: Timers::default(),
+            pings_sent: 0,
+            next_seq_seen: 0,
+            peer_hello: None,
+            peer_goodbye: None,
+            delays: Delays::default(),
+            interarrival: InterarrivalJitter::default(),
+            stats: ReceiverStats::default(),
+        };
+        let hello = Hello {
+            version: VERSION,
+            role: Role::Receiver,
+            clock_us: anchor.micros(now),
+            max_frame_bytes: s.cfg.reassembly.max_frame_bytes,
+            software: SOFTWARE.into(),
+        };
+        queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
+        s.timers.set(Timer::Ping, now);
+        s.timers.set(Timer::Report, now + s.cfg.report_interval);
+        s
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ReceiverStats {
+        let mut st = self.stats;
+        let j = self.jitter.stats();
+        st.frames_played = j.played;
+        st.frames_late = j.late;
+        st.frames_lost = j.lost;
+        st
+    }
+
+    /// The three delay histograms.
+    pub fn delays(&self) -> &Delays {
+        &self.delays
+    }
+
+    /// The clock-offset estimator.
+    pub fn clock(&self) -> &ClockSync {
+        &self.clock
+    }
+
+    /// The current end-to-end playout delay target, µs.
+    pub fn target_delay_us(&self) -> Option<i64> {
+        self.jitter.target_delay_us()
+    }
+
+    /// The sender's hello, once received.
+    pub fn peer_hello(&self) -> Option<&Hello> {
+        self.peer_hello.as_ref()
+    }
+
+    /// Frames the sender said it sent, once it said goodbye.
+    pub fn peer_goodbye(&self) -> Option<&Goodbye> {
+        self.peer_goodbye.as_ref()
+    }
+
+    /// Memory held for frames: partial frames being reassembled plus complete frames waiting to
+    /// play, in bytes.
+    pub fn buffered_bytes(&self) -> usize {
+        self.reassembler.partial_bytes() + self.jitter.bytes()
+    }
+
+    /// Whether the session is over; [`end`](Self::end) says how.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// How the session ended, once it has.
+    pub fn end(&self) -> Option<&End> {
+        self.end.as_ref()
+    }
+
+    /// Feeds one datagram.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: Bytes) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.stats.datagrams += 1;
+        self.stats.bytes_datagrams += datagram.len() as u64;
+        let header = match FragmentHeader::parse(&datagram) {
+            Ok((h, _)) => h,
+            Err(e) => {
+                trace!(%e, "datagram dropped");
+                self.stats.dropped.parse_error(&e);
+                return;
+            }
+        };
+        let body = datagram.slice(HEADER_LEN..);
+        let expires = self.give_up_at(now, header.capture_us);
+        match self.reassembler.insert(now, header, body, expires) {
+            Ok(Accepted::Partial { first }) => {
+                if first {
+                    self.on_first_fragment(now, &header);
+                }
+            }
+            Ok(Accepted::Complete { frame, first }) => {
+                if first {
+                    self.on_first_fragment(now, &header);
+                }
+                self.on_complete(now, frame);
+            }
+            Err(r) => {
+                trace!(%r, seq = header.seq, "fragment dropped");
+                self.stats.dropped.rejected(r);
+            }
+        }
+    }
+
+    /// When to give up on a frame captured at `capture_us`: past its playout time by the grace
+    /// period, and never later than the maximum delay from now.
+    fn give_up_at(&self, now: Instant, capture_us: u64) -> Instant {
+        let cap = now + self.cfg.jitter.max_delay + self.cfg.late_grace;
+        let Some(play) = self.jitter.playout_us(capture_us) else {
+            return cap;
+        };
+        let at = self.anchor.instant(play) + self.cfg.late_grace;
+        at.clamp(now, cap)
+    }
+
+    fn on_first_fragment(&mut self, now: Instant, h: &FragmentHeader) {
+        self.stats.frames_received += 1;
+        self.next_seq_seen = self.next_seq_seen.max(h.seq.saturating_add(1));
+        let transit = self.anchor.micros(now) as i64 - h.capture_us as i64;
+        self.interarrival.update(transit);
+    }
+
+    fn on_complete(&mut self, now: Instant, frame: Assembled) {
+        let h = frame.header;
+        self.stats.bytes_compressed += frame.body.len() as u64;
+        let data = if h.flags.contains(FrameFlags::COMPRESSED) {
+            match self
+                .decompressor
+                .decompress(&frame.body, h.payload_len as usize)
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    debug!(%e, seq = h.seq, "frame dropped");
+                    self.stats.dropped.decompress_failed();
+                    return;
+                }
+            }
+        } else {
+            frame.body
+        };
+        self.stats.frames_complete += 1;
+        self.stats.bytes_payload += data.len() as u64;
+        let now_us = self.anchor.micros(now);
+        let offset = self.clock.offset_us();
+        self.delays
+            .network
+            .record(now_us as i64 - h.capture_us as i64 + offset);
+        let ready = ReadyFrame {
+            seq: h.seq,
+            capture_us: h.capture_us,
+            flags: h.flags,
+            data,
+            complete_us: now_us,
+        };
+        match self.jitter.insert(now_us, ready) {
+            Inserted::Buffered => trace!(seq = h.seq, "frame buffered"),
+            Inserted::Late => debug!(seq = h.seq, "frame late"),
+            Inserted::Duplicate | Inserted::Overflow => debug!(seq = h.seq, "frame not buffered"),
+        }
+    }
+
+    /// The next frame due at `now`, in sequence order. Call until it returns `None`.
+    pub fn poll_frame(&mut self, now: Instant) -> Option<PlayedFrame> {
+        let played = self.jitter.poll(self.anchor.micros(now));
+        match &played {
+            Some(p) => self.record_played(p),
+            None => self.maybe_finish(now),
+        }
+        played
+    }
+
+    fn record_played(&mut self, p: &PlayedFrame) {
+        let f = &p.frame;
+        let capture_local = f.capture_us as i64 - self.clock.offset_us();
+        self.delays
+            .jitter_buffer
+            .record(p.played_us as i64 - f.complete_us as i64);
+        self.delays
+            .end_to_end
+            .record(p.played_us as i64 - capture_local);
+        if f.flags.contains(FrameFlags::KEYFRAME) {
+            self.stats.keyframes_played += 1;
+        }
+    }
+
+    /// When the next frame is due to play, if one is waiting.
+    pub fn next_playout(&self) -> Option<Instant> {
+        self.jitter.next_due_us().map(|us| self.anchor.instant(us))
+    }
+
+    /// Feeds bytes read from the control stream.
+    pub fn handle_control(&mut self, now: Instant, data: &[u8]) {
+        self.decoder.push(data);
+        while let Some(msg) = self.decoder.next_message() {
+            match msg {
+                Ok(m) => self.on_message(now, m),
+                Err(e) => {
+                    debug!(%e, "control message skipped");
+                    self.stats.control_errors.record(&e);
+                }
+            }
+            if self.phase == Phase::Done {
+                return;
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: ControlMessage) {
+        if self.peer_hello.is_none() && !matches!(msg, ControlMessage::Hello(_)) {
+            self.fail(
+                now,
+                CloseCode::ProtocolViolation,
+                "sender's first message was not a hello",
+            );
+            return;
+        }
+        match msg {
+            ControlMessage::Hello(h) => {
+                if self.peer_hello.is_some() {
+                    self.stats.control_errors.unexpected += 1;
+                } else if h.version != VERSION {
+                    let why = format!(
+                        "sender speaks protocol version {}, this receiver {VERSION}",
+                        h.version
+                    );
+                    self.fail(now, CloseCode::VersionMismatch, &why);
+                } else if h.role != Role::Sender {
+                    self.fail(
+                        now,
+                        CloseCode::ProtocolViolation,
+                        "peer claims to be a receiver too",
+                    );
+                } else {
+                    debug!(software = %h.software, "sender hello");
+                    self.clock.on_hello(h.clock_us, self.anchor.micros(now));
+                    self.jitter.set_offset(self.clock.offset_us());
+                    self.peer_hello = Some(h);
+                }
+            }
+            ControlMessage::Pong(p) => {
+                let t4 = self.anchor.micros(now);
+                if let Some(sample) = self.clock.on_exchange(p.t1_us, p.t2_us, p.t3_us, t4) {
+                    trace!(
+                        offset = sample.offset_us,
+                        rtt = sample.rtt_us,
+                        "clock sample"
+                    );
+                    self.jitter.set_offset(self.clock.offset_us());
+                }
+            }
+            ControlMessage::Goodbye(g) => {
+                if self.peer_goodbye.is_some() {
+                    self.stats.control_errors.unexpected += 1;
+                    return;
+                }
+                self.peer_goodbye = Some(g);
+                self.phase = Phase::Draining;
+                let target = self
+                    .jitter
+                    .target_delay_us()
+                    .unwrap_or(0)
+                    .max(0)
+                    .unsigned_abs();
+                let wait =
+                    Duration::from_micros(target).min(self.cfg.jitter.max_delay) + self.cfg.linger;
+                self.timers.set(Timer::Close, now + wait);
+                self.maybe_finish(now);
+            }
+            ControlMessage::Ping(_) | ControlMessage::Report(_) | ControlMessage::Summary(_) => {
+                self.stats.control_errors.unexpected += 1;
+            }
+        }
+    }
+
+    fn fail(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        debug!(reason, "protocol error");
+        self.jitter.finish(self.jitter.next_seq());
+        self.done(
+            now,
+            End::Protocol {
+                code,
+                reason: reason.into(),
+            },
+        );
+    }
+
+    fn done(&mut self, now: Instant, end: End) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.phase = Phase::Done;
+        self.end = Some(end);
+        self.ended_at = Some(now);
+        self.timers = Timers::default();
+    }
+
+    /// The number of frames the sender transmitted, as far as known.
+    fn transmitted(&self) -> u64 {
+        self.peer_goodbye
+            .map_or(self.jitter.next_seq(), |g| g.frames_transmitted)
+    }
+
+    fn maybe_finish(&mut self, now: Instant) {
+        if self.phase == Phase::Draining
+            && self.jitter.is_empty()
+            && self.jitter.next_seq() >= self.transmitted()
+        {
+            self.conclude(now, End::Complete);
+        }
+    }
+
+    /// Final accounting, summary and goodbye.
+    fn conclude(&mut self, now: Instant, end: End) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let end_seq = self.transmitted().max(self.jitter.next_seq());
+        self.jitter.finish(end_seq);
+        let summary = Summary {
+            network: to_wire(&self.delays.network.summary()),
+            jitter_buffer: to_wire(&self.delays.jitter_buffer.summary()),
+            end_to_end: to_wire(&self.delays.end_to_end.summary()),
+        };
+        queue_control(&mut self.out, &ControlMessage::Summary(summary), true);
+        let st = self.stats();
+        let g = Goodbye {
+            frames_received: st.frames_received,
+            frames_complete: st.frames_complete,
+            frames_played: st.frames_played,
+            frames_late: st.frames_late,
+            frames_lost: st.frames_lost,
+            ..Goodbye::default()
+        };
+        queue_control(&mut self.out, &ControlMessage::Goodbye(g), true);
+        self.done(now, end);
+    }
+
+    /// Ends the session now (shutdown). Frames waiting in the jitter buffer are released at once
+    /// and returned, so that nothing received is lost; summary and goodbye go to the sender.
+    pub fn abort(&mut self, now: Instant) -> Vec<PlayedFrame> {
+        if self.phase == Phase::Done {
+            return Vec::new();
+        }
+        let flushed = self.jitter.flush(self.anchor.micros(now));
+        for p in &flushed {
+            self.record_played(p);
+        }
+        self.stats.flushed += flushed.len() as u64;
+        self.conclude(now, End::Shutdown);
+        flushed
+    }
+
+    /// The connection is gone. Waiting frames are released as in [`abort`](Self::abort).
+    pub fn connection_lost(&mut self, now: Instant, why: &str) -> Vec<PlayedFrame> {
+        if self.phase == Phase::Done {
+            return Vec::new();
+        }
+        let flushed = self.abort(now);
+        self.end = Some(End::ConnectionLost(why.into()));
+        flushed
+    }
+
+    /// Bytes to write to the control stream, if any.
+    pub fn poll_control(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        Some(Bytes::from(std::mem::take(&mut self.out)))
+    }
+
+    /// Acts on timers due at `now`: pings, reports, reassembly give-ups, the end of draining.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.reassembler.expire(now);
+        while let Some(t) = self.timers.take_expired(now) {
+            match t {
+                Timer::Ping => self.send_ping(now),
+                Timer::Report => {
+                    self.send_report();
+                    self.timers
+                        .set(Timer::Report, now + self.cfg.report_interval);
+                }
+                Timer::Close => {
+                    // Frames still held are due after the wait: release what is due, give up
+                    // the rest.
+                    while self.poll_frame(now).is_some() {}
+                    self.conclude(now, End::Complete);
+                }
+                Timer::Idle => {}
+            }
+        }
+    }
+
+    fn send_ping(&mut self, now: Instant) {
+        self.pings_sent += 1;
+        let ping = Ping {
+            id: self.pings_sent,
+            t1_us: self.anchor.micros(now),
+        };
+        if !queue_control(&mut self.out, &ControlMessage::Ping(ping), false) {
+            self.stats.control_backlog_drops += 1;
+        }
+        let next = if self.pings_sent < FIRST_PINGS {
+            FIRST_PING_SPACING
+        } else {
+            self.cfg.ping_interval
+        };
+        self.timers.set(Timer::Ping, now + next);
+    }
+
+    fn send_report(&mut self) {
+        let st = self.stats();
+        let r = Report {
+            frames_received: st.frames_received,
+            frames_complete: st.frames_complete,
+            frames_played: st.frames_played,
+            frames_late: st.frames_late,
+            frames_lost: st.frames_lost,
+            fragments_received: self.reassembler.stats().fragments,
+            datagrams_dropped: st.dropped.total,
+            jitter_us: self.interarrival.micros(),
+            rtt_us: self.clock.min_rtt_us().unwrap_or(0),
+            target_delay_us: self
+                .jitter
+                .target_delay_us()
+                .unwrap_or(0)
+                .max(0)
+                .unsigned_abs(),
+            next_seq: self.next_seq_seen,
+        };
+        if !queue_control(&mut self.out, &ControlMessage::Report(r), false) {
+            self.stats.control_backlog_drops += 1;
+        }
+    }
+
+    /// When the session next needs [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_frame`](Self::poll_frame).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.timers.next(),
+            self.reassembler.next_expiry(),
+            self.next_playout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The session report as of `now`.
+    pub fn report(&self, now: Instant) -> SessionReport {
+        let st = self.stats();
+        let g = self.peer_goodbye.unwrap_or_default();
+        let end_at = self.ended_at.unwrap_or(now);
+        let frames = FrameReport {
+            sent: g.frames_sent,
+            transmitted: g.frames_transmitted.max(self.jitter.next_seq()),
+            received: st.frames_received,
+            complete: st.frames_complete,
+            played: st.frames_played,
+            late: st.frames_late,
+            lost: st.frames_lost,
+            keyframes: st.keyframes_played,
+            dropped_by_sender: crate::stats::report::SenderDrops {
+                total: g.frames_dropped,
+                ..Default::default()
+            },
+        };
+        let js = self.jitter.stats();
+        SessionReport {
+            role: Role::Receiver,
+            duration_s: end_at.saturating_duration_since(self.started).as_secs_f64(),
+            peer: String::new(),
+            end: self
+                .end
+                .as_ref()
+                .map_or_else(|| "running".into(), End::describe),
+            frames,
+            bytes: ByteReport {
+                payload: st.bytes_payload,
+                compressed: st.bytes_compressed,
+                wire: 0,
+                datagrams: st.bytes_datagrams,
+            },
+            compression_ratio: ratio(st.bytes_compressed, st.bytes_payload),
+            latency_us: self.delays.summaries(),
+            datagrams: DatagramReport {
+                received: st.datagrams,
+                dropped: st.dropped,
+                ..Default::default()
+            },
+            control_errors: st.control_errors,
+            jitter_buffer: Some(JitterReport {
+                mode: self.cfg.jitter.mode.to_string(),
+                target_delay_us: self.jitter.target_delay_us().unwrap_or(0),
+                interarrival_jitter_us: self.interarrival.micros(),
+                overflow: js.overflow,
+                flushed: st.flushed,
+            }),
+            reassembly: Some(self.reassembler.stats()),
+            clock: Some(ClockReport {
+                mode: match self.clock.mode() {
+                    ClockMode::Sync => "sync".into(),
+                    ClockMode::System => "system".into(),
+                },
+                offset_us: self.clock.offset_us(),
+                estimated_offset_us: self.clock.estimated_offset_us(),
+                rtt_us: self.clock.min_rtt_us(),
+                samples: self.clock.samples(),
+            }),
+            quic: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jitter::JitterMode;
+    use crate::session::{SenderConfig, SenderSession};
+    use crate::source::SourceFrame;
+
+    type DropFn = Box<dyn FnMut(&[u8]) -> bool>;
+
+    /// Drives a sender and a receiver against each other over a perfect zero-delay link with
+    /// `delay` of one-way latency, in virtual time.
+    struct Pair {
+        tx: SenderSession,
+        rx: ReceiverSession,
+        now: Instant,
+        played: Vec<PlayedFrame>,
+        delay: Duration,
+        in_flight: Vec<(Instant, Bytes)>,
+        drop: DropFn,
+    }
+
+    impl Pair {
+        fn new(rx_cfg: ReceiverConfig, delay: Duration) -> Self {
+            let now = crate::test_instant();
+            let anchor = ClockAnchor::new(now, 1_700_000_000_000_000);
+            let tx_cfg = SenderConfig {
+                compress: crate::compress::CompressLevel::Fast,
+                ..Default::default()
+            };
+            Self {
+                tx: SenderSession::new(tx_cfg, anchor, now),
+                rx: ReceiverSession::new(rx_cfg, anchor, now),
+                now,
+                played: Vec::new(),
+                delay,
+                in_flight: Vec::new(),
+                drop: Box::new(|_| false),
+            }
+        }
+
+        /// Moves everything that is ready, then advances time by `step`.
+        fn step(&mut self, step: Duration) {
+            let now = self.now;
+            if let Some(c) = self.tx.poll_control() {
+                self.rx.handle_control(now, &c);
+            }
+            if let Some(c) = self.rx.poll_control() {
+                self.tx.handle_control(now, &c);
+            }
+            while let Some(d) = self.tx.poll_datagram(now, 1200) {
+                if !(self.drop)(&d) {
+                    self.in_flight.push((now + self.delay, d));
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.in_flight.drain(..).partition(|(at, _)| *at <= now);
+            self.in_flight = later;
+            for (_, d) in due {
+                self.rx.handle_datagram(now, d);
+            }
+            self.tx.handle_timeout(now);
+            self.rx.handle_timeout(now);
+            while let Some(p) = self.rx.poll_frame(now) {
+                self.played.push(p);
+            }
+            self.now += step;
+        }
+
+        fn push(&mut self, len: usize) {
+            let f = SourceFrame {
+                capture: self.now,
+                keyframe: false,
+                data: Bytes::from(vec![b'a'; len]),
+            };
+            self.tx.push_frame(self.now, f).unwrap();
+        }
+    }
+
+    fn fixed(ms: u64) -> ReceiverConfig {
+        ReceiverConfig {
+            jitter: JitterConfig {
+                mode: JitterMode::Fixed(Duration::from_millis(ms)),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn plays_every_frame_at_capture_plus_target_and_says_goodbye() {
+        let mut p = Pair::new(fixed(50), Duration::from_millis(10));
+        for _ in 0..30 {
+            p.push(5000);
+            for _ in 0..33 {
+                p.step(Duration::from_millis(1));
+            }
+        }
+        p.tx.finish(p.now);
+        for _ in 0..2000 {
+            p.step(Duration::from_millis(1));
+            if p.tx.is_done() && p.rx.is_done() {
+                break;
+            }
+        }
+        assert_eq!(p.played.len(), 30);
+        for (i, f) in p.played.iter().enumerate() {
+            assert_eq!(f.frame.seq, i as u64);
+            assert_eq!(f.frame.data.len(), 5000);
+            assert_eq!(
+                f.played_us - f.frame.capture_us,
+                50_000,
+                "fixed 50 ms end to end"
+            );
+        }
+        let rx = p.rx.report(p.now);
+        let tx = p.tx.report(p.now);
+        assert_eq!(p.rx.end(), Some(&End::Complete));
+        assert_eq!(p.tx.end(), Some(&End::Complete));
+        assert_eq!(
+            (rx.frames.sent, rx.frames.played, rx.frames.lost),
+            (30, 30, 0)
+        );
+        assert_eq!(tx.frames.played, 30);
+        // Histograms keep 3 significant digits: 50 000 µs reads back as its bucket's top.
+        assert!((50_000..50_050).contains(&tx.latency_us.end_to_end.p50));
+        assert!(rx.compression_ratio < 0.1, "runs of one byte compress");
+        assert!((10_000..10_010).contains(&rx.latency_us.network.p50));
+        assert!((40_000..40_040).contains(&rx.latency_us.jitter_buffer.p50));
+        assert_eq!(
+            rx.clock.unwrap().offset_us,
+            0,
+            "same anchor: the estimate is exact"
+        );
+    }
+
+    #[test]
+    fn losses_are_counted_and_playout_skips_them() {
+        let mut p = Pair::new(fixed(50), Duration::from_millis(5));
+        // Drop every fragment of odd frames (seq is at bytes 4..12).
+        p.drop = Box::new(|d| d[11] % 2 == 1);
+        for _ in 0..10 {
+            p.push(3000);
+            for _ in 0..33 {
+                p.step(Duration::from_millis(1));
+            }
+        }
+        p.tx.finish(p.now);
+        for _ in 0..2000 {
+            p.step(Duration::from_millis(1));
+        }
+        let r = p.rx.report(p.now);
+        assert_eq!(
+            (
+                r.frames.transmitted,
+                r.frames.played,
+                r.frames.lost,
+                r.frames.late
+            ),
+            (10, 5, 5, 0)
+        );
+        assert!(p.played.iter().all(|f| f.frame.seq % 2 == 0));
+    }
+
+    #[test]
+    fn adaptive_playout_settles_near_the_network_delay() {
+        let mut p = Pair::new(ReceiverConfig::default(), Duration::from_millis(20));
+        for _ in 0..1000 {
+            p.push(1000);
+            for _ in 0..10 {
+                p.step(Duration::from_millis(1));
+            }
+        }
+        let r = p.rx.report(p.now);
+        assert_eq!(r.frames.late + r.frames.lost, 0);
+        let target = p.rx.target_delay_us().unwrap();
+        // Constant 20 ms (stepped at 1 ms) + 2 ms headroom; the start margin has decayed.
+        assert!((21_000..23_500).contains(&target), "target {target}");
+    }
+
+    #[test]
+    fn malformed_datagrams_are_counted_and_dropped() {
+        let mut p = Pair::new(fixed(50), Duration::ZERO);
+        let now = p.now;
+        p.rx.handle_datagram(now, Bytes::from_static(b"short"));
+        p.rx.handle_datagram(now, Bytes::from(vec![9u8; 40]));
+        let mut forged = vec![0u8; 40];
+        forged[0] = VERSION;
+        forged[30..32].copy_from_slice(&0u16.to_be_bytes());
+        p.rx.handle_datagram(now, Bytes::from(forged));
+        let d = p.rx.stats().dropped;
+        assert_eq!(
+            (d.truncated, d.unknown_version, d.bad_geometry, d.total),
+            (1, 1, 1, 3)
+        );
+        assert_eq!(p.rx.stats().frames_received, 0);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_dropped() {
+        let mut p = Pair::new(fixed(50), Duration::ZERO);
+        let zeros = vec![0u8; 4 << 20];
+        let mut c = crate::compress::Compressor::new(crate::compress::CompressLevel::Level(9));
+        let body = c.compress(&zeros).unwrap();
+        let h = FragmentHeader {
+            flags: FrameFlags::COMPRESSED,
+            seq: 0,
+            capture_us: 1_700_000_000_000_000,
+            frame_len: body.len() as u32,
+            payload_len: 1000, // the lie
+            index: 0,
+            count: 1,
+        };
+        let mut d = vec![0u8; HEADER_LEN];
+        h.emit(&mut d);
+        d.extend_from_slice(&body);
+        let now = p.now;
+        p.rx.handle_datagram(now, Bytes::from(d));
+        assert_eq!(p.rx.stats().dropped.decompress_failed, 1);
+        assert_eq!(p.rx.stats().frames_complete, 0);
+        assert_eq!(p.rx.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn abort_releases_waiting_frames() {
+        let mut p = Pair::new(fixed(500), Duration::ZERO);
+        p.push(100);
+        p.push(100);
+        p.step(Duration::from_millis(1));
+        p.step(Duration::from_millis(1));
+        assert!(p.played.is_empty(), "500 ms target: nothing due yet");
+        let flushed = p.rx.abort(p.now);
+        assert_eq!(flushed.len(), 2);
+        assert_eq!(p.rx.end(), Some(&End::Shutdown));
+        let r = p.rx.report(p.now);
+        assert_eq!((r.frames.played, r.jitter_buffer.unwrap().flushed), (2, 2));
+        // The sender hears the goodbye and stops.
+        p.step(Duration::from_millis(1));
+        assert!(p.tx.is_done());
+    }
+
+    #[test]
+    fn a_sender_that_skips_hello_is_a_protocol_error() {
+        let now = crate::test_instant();
+        let mut rx = ReceiverSession::new(ReceiverConfig::default(), ClockAnchor::new(now, 0), now);
+        rx.handle_control(now, &ControlMessage::Goodbye(Goodbye::default()).to_bytes());
+        assert!(matches!(
+            rx.end(),
+            Some(End::Protocol {
+                code: CloseCode::ProtocolViolation,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,940 @@
+//! The sender's session: frames in, datagrams and control messages out.
+//!
+//! A pushed frame is compressed, queued, and cut into datagrams when its first datagram is
+//! polled, at the size the shell says the connection allows at that moment. A frame gets its
+//! sequence number then, when it first goes on the wire: frames the sender drops never leave
+//! gaps, so a gap at the receiver always means loss in the network.
+//!
+//! **Never stale, never silent.** A frame still queued at its deadline (capture + `deadline`) is
+//! dropped and counted (`dropped_by_sender.stale`); a frame whose last fragments miss the
+//! deadline is abandoned (`truncated`: the receiver counts it lost). The shell must hand
+//! datagrams to QUIC without letting QUIC drop older ones (see `crate::net`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, trace};
+
+use super::{End, MAX_CONTROL_BACKLOG, SOFTWARE, queue_control};
+use crate::clock::ClockAnchor;
+use crate::compress::{CompressLevel, CompressStats, Compressor};
+use crate::packetize::{Fragments, WireFrame};
+use crate::source::SourceFrame;
+use crate::stats::report::{
+    ByteReport, ControlDrops, DatagramReport, FrameReport, LatencyReport, SenderDrops,
+    SessionReport,
+};
+use crate::stats::{LatencyHistogram, LatencySummary};
+use crate::timer::{Timer, Timers};
+use crate::wire::control::{
+    ControlDecoder, ControlMessage, Goodbye, Hello, Pong, Report, Role, Summary, WireLatency,
+};
+use crate::wire::datagram::FrameFlags;
+use crate::wire::{CloseCode, VERSION};
+
+/// Sender configuration. The defaults suit live video on the public internet: a frame not on
+/// the wire within 500 ms of capture is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderConfig {
+    /// Compression level.
+    pub compress: CompressLevel,
+    /// A frame not completely handed to QUIC this long after capture is dropped.
+    pub deadline: Duration,
+    /// Frames queued at most (oldest dropped first).
+    pub max_queue_frames: usize,
+    /// Bytes queued at most (oldest dropped first).
+    pub max_queue_bytes: usize,
+    /// Largest frame accepted from the source, bytes.
+    pub max_frame_bytes: u32,
+    /// Largest control message accepted from the receiver, bytes.
+    pub max_control_message: usize,
+    /// How long to wait for the receiver's goodbye after sending ours.
+    pub close_timeout: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            compress: CompressLevel::Fast,
+            deadline: Duration::from_millis(500),
+            max_queue_frames: 1024,
+            max_queue_bytes: 32 << 20,
+            max_frame_bytes: 16 << 20,
+            max_control_message: crate::wire::control::DEFAULT_MAX_MESSAGE,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SenderConfig {
+    /// Checks the configuration, naming what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.deadline.is_zero() {
+            return Err("deadline 0: frames could never be sent; use e.g. 500ms".into());
+        }
+        if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
+            return Err("send queue limits must be at least 1".into());
+        }
+        if self.max_frame_bytes == 0 {
+            return Err("maximum frame size 0: use e.g. 16MiB".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why [`SenderSession::push_frame`] refused a frame (it is counted either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameRejected {
+    /// Larger than `max_frame_bytes`.
+    #[error("frame of {0} bytes exceeds the frame-size limit")]
+    TooLarge(usize),
+    /// The session is finishing or done.
+    #[error("session is closing")]
+    Closed,
+}
+
+/// Counters of the sender, for tests and status lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Frames pushed by the source.
+    pub frames_sent: u64,
+    /// Frames that got a sequence number.
+    pub frames_transmitted: u64,
+    /// Frames whose every fragment was handed out.
+    pub frames_completed: u64,
+    /// Frames abandoned after some fragments left (the receiver counts them lost).
+    pub frames_truncated: u64,
+    /// Keyframes pushed.
+    pub keyframes: u64,
+    /// Frames dropped unsent, by reason.
+    pub dropped: SenderDrops,
+    /// Payload bytes pushed.
+    pub bytes_payload: u64,
+    /// Bytes after compression of the frames pushed.
+    pub bytes_compressed: u64,
+    /// Datagrams handed out.
+    pub datagrams: u64,
+    /// Datagram bytes handed out.
+    pub bytes_datagrams: u64,
+    /// Frames re-cut because the datagram size shrank.
+    pub recuts: u64,
+    /// Compression counters.
+    pub compression: CompressStats,
+    /// Control messages skipped, by reason.
+    pub control_errors: ControlDrops,
+    /// Periodic control messages not queued because the backlog was full.
+    pub control_backlog_drops: u64,
+}
+
+#[derive(Debug)]
+struct Queued {
+    capture: Instant,
+    capture_us: u64,
+    deadline: Instant,
+    flags: FrameFlags,
+    body: Bytes,
+    payload_len: u32,
+    frags: Option<Fragments>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// No more frames; waiting for the queue to empty.
+    Draining,
+    /// Goodbye sent; waiting for the receiver's.
+    Closing,
+    Done,
+}
+
+/// The sender's session. See the module documentation, and [`crate::session`] for the call
+/// order.
+#[derive(Debug)]
+pub struct SenderSession {
+    cfg: SenderConfig,
+    anchor: ClockAnchor,
+    started: Instant,
+    ended_at: Option<Instant>,
+    phase: Phase,
+    end: Option<End>,
+    compressor: Compressor,
+    queue: VecDeque<Queued>,
+    queued_bytes: usize,
+    next_seq: u64,
+    decoder: ControlDecoder,
+    out: Vec<u8>,
+    timers: Timers,
+    peer_hello: Option<Hello>,
+    last_report: Option<Report>,
+    peer_goodbye: Option<Goodbye>,
+    peer_summary: Option<Summary>,
+    send_delay: LatencyHistogram,
+    stats: SenderStats,
+}
+
+impl SenderSession {
+    /// A new session; its hello is ready in [`poll_control`](Self::poll_control).
+    pub fn new(cfg: SenderConfig, anchor: ClockAnchor, now: Instant) -> Self {
+        let mut s = Self {
+            compressor: Compressor::new(cfg.compress),
+            decoder: ControlDecoder::new(cfg.max_control_message),
+            cfg,
+            anchor,
+            started: now,
+            ended_at: None,
+            phase: Phase::Running,
+            end: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            next_seq: 0,
+            out: Vec::new(),
+            timers: Timers::default(),
+            peer_hello: None,
+            last_report: None,
+            peer_goodbye: None,
+            peer_summary: None,
+            send_delay: LatencyHistogram::default(),
+            stats: SenderStats::default(),
+        };
+        let hello = Hello {
+            version: VERSION,
+            role: Role::Sender,
+            clock_us: anchor.micros(now),
+            max_frame_bytes: s.cfg.max_frame_bytes,
+            software: SOFTWARE.into(),
+        };
+        queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
+        s
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SenderStats {
+        let mut st = self.stats;
+        st.compression = self.compressor.stats();
+        st.dropped = st.dropped.with_total();
+        st
+    }
+
+    /// Capture → last fragment handed out, per frame completely sent.
+    pub fn send_delay(&self) -> &LatencyHistogram {
+        &self.send_delay
+    }
+
+    /// The receiver's most recent report.
+    pub fn last_report(&self) -> Option<&Report> {
+        self.last_report.as_ref()
+    }
+
+    /// The receiver's hello, once received.
+    pub fn peer_hello(&self) -> Option<&Hello> {
+        self.peer_hello.as_ref()
+    }
+
+    /// Frames waiting in the send queue.
+    pub fn queued_frames(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Bytes waiting in the send queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Whether the session accepts more frames.
+    pub fn is_running(&self) -> bool {
+        self.phase == Phase::Running
+    }
+
+    /// Whether the session is over; [`end`](Self::end) says how.
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// How the session ended, once it has.
+    pub fn end(&self) -> Option<&End> {
+        self.end.as_ref()
+    }
+
+    /// Hands a frame from the source to the session.
+    pub fn push_frame(&mut self, now: Instant, frame: SourceFrame) -> Result<(), FrameRejected> {
+        if self.phase != Phase::Running {
+            return Err(FrameRejected::Closed);
+        }
+        let len = frame.data.len();
+        self.stats.frames_sent += 1;
+        self.stats.bytes_payload += len as u64;
+        if frame.keyframe {
+            self.stats.keyframes += 1;
+        }
+        let payload_len = match u32::try_from(len) {
+            Ok(l) if l <= self.cfg.max_frame_bytes => l,
+            _ => {
+                self.stats.dropped.too_large += 1;
+                return Err(FrameRejected::TooLarge(len));
+            }
+        };
+        let deadline = frame.capture + self.cfg.deadline;
+        if deadline <= now {
+            self.stats.dropped.stale += 1;
+            return Ok(());
+        }
+        let mut flags = FrameFlags::empty();
+        if frame.keyframe {
+            flags = flags.with(FrameFlags::KEYFRAME);
+        }
+        let body = match self.compressor.compress(&frame.data) {
+            Some(c) => {
+                flags = flags.with(FrameFlags::COMPRESSED);
+                c
+            }
+            None => frame.data,
+        };
+        self.stats.bytes_compressed += body.len() as u64;
+        // Make room: drop the oldest frames not yet started.
+        while self.queue.len() >= self.cfg.max_queue_frames
+            || self.queued_bytes + body.len() > self.cfg.max_queue_bytes
+        {
+            let victim = self.queue.iter().position(|q| q.frags.is_none());
+            match victim.and_then(|i| self.queue.remove(i)) {
+                Some(q) => {
+                    self.queued_bytes -= q.body.len();
+                    self.stats.dropped.queue_full += 1;
+                }
+                None => break,
+            }
+        }
+        if self.queue.len() >= self.cfg.max_queue_frames
+            || self.queued_bytes + body.len() > self.cfg.max_queue_bytes
+        {
+            self.stats.dropped.queue_full += 1;
+            return Ok(());
+        }
+        self.queued_bytes += body.len();
+        self.queue.push_back(Queued {
+            capture: frame.capture,
+            capture_us: self.anchor.micros(frame.capture),
+            deadline,
+            flags,
+            body,
+            payload_len,
+            frags: None,
+        });
+        trace!(len, queued = self.queue.len(), "frame queued");
+        Ok(())
+    }
+
+    /// Drops frames at the head of the queue whose deadline has passed.
+    fn expire(&mut self, now: Instant) {
+        while let Some(front) = self.queue.front() {
+            if front.deadline > now {
+                break;
+            }
+            if let Some(q) = self.queue.pop_front() {
+                self.queued_bytes -= q.body.len();
+                if q.frags.is_some() {
+                    self.stats.frames_truncated += 1;
+                } else {
+                    self.stats.dropped.stale += 1;
+                }
+                debug!(started = q.frags.is_some(), "frame dropped at its deadline");
+            }
+        }
+        if self.phase == Phase::Draining && self.queue.is_empty() {
+            self.send_goodbye(now);
+        }
+    }
+
+    /// Whether a datagram is ready to be polled (the head frame has fragments left).
+    pub fn has_datagram(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// The next datagram to send, of at most `max_size` bytes (the connection's current maximum
+    /// datagram size). The shell hands it to QUIC at once, without letting QUIC drop older
+    /// datagrams to make room.
+    pub fn poll_datagram(&mut self, now: Instant, max_size: usize) -> Option<Bytes> {
+        self.expire(now);
+        let front = self.queue.front_mut()?;
+        let recut = front
+            .frags
+            .as_ref()
+            .is_some_and(|f| f.peek_len().is_some_and(|l| l > max_size));
+        if front.frags.is_none() || recut {
+            let seq = match &front.frags {
+                // A re-cut keeps the sequence number the frame already has on the wire.
+                Some(_) => self.next_seq - 1,
+                None => {
+                    self.next_seq += 1;
+                    self.stats.frames_transmitted += 1;
+                    self.next_seq - 1
+                }
+            };
+            let wf = WireFrame {
+                seq,
+                capture_us: front.capture_us,
+                flags: front.flags,
+                body: front.body.clone(),
+                payload_len: front.payload_len,
+            };
+            match Fragments::new(&wf, max_size) {
+                Ok(f) => {
+                    if recut {
+                        self.stats.recuts += 1;
+                    }
+                    front.frags = Some(f);
+                }
+                Err(e) => {
+                    // The path cannot carry even a header: nothing can be sent now. Keep the
+                    // frame; its deadline will drop it if the path does not recover.
+                    debug!(%e, "cannot fragment");
+                    if !recut && front.frags.is_none() {
+                        self.next_seq -= 1;
+                        self.stats.frames_transmitted -= 1;
+                    }
+                    return None;
+                }
+            }
+        }
+        let frags = front.frags.as_mut()?;
+        let d = frags.next()?;
+        self.stats.datagrams += 1;
+        self.stats.bytes_datagrams += d.len() as u64;
+        if frags.remaining() == 0
+            && let Some(q) = self.queue.pop_front()
+        {
+            self.queued_bytes -= q.body.len();
+            self.stats.frames_completed += 1;
+            self.send_delay.record(micros_between(q.capture, now));
+            if self.phase == Phase::Draining && self.queue.is_empty() {
+                self.send_goodbye(now);
+            }
+        }
+        Some(d)
+    }
+
+    /// Feeds bytes read from the control stream.
+    pub fn handle_control(&mut self, now: Instant, data: &[u8]) {
+        self.decoder.push(data);
+        while let Some(msg) = self.decoder.next_message() {
+            match msg {
+                Ok(m) => self.on_message(now, m),
+                Err(e) => {
+                    debug!(%e, "control message skipped");
+                    self.stats.control_errors.record(&e);
+                }
+            }
+            if self.phase == Phase::Done {
+                return;
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, msg: ControlMessage) {
+        if self.peer_hello.is_none() && !matches!(msg, ControlMessage::Hello(_)) {
+            self.fail(
+                now,
+                CloseCode::ProtocolViolation,
+                "receiver's first message was not a hello",
+            );
+            return;
+        }
+        match msg {
+            ControlMessage::Hello(h) => {
+                if self.peer_hello.is_some() {
+                    self.stats.control_errors.unexpected += 1;
+                } else if h.version != VERSION {
+                    let why = format!(
+                        "receiver speaks protocol version {}, this sender {VERSION}",
+                        h.version
+                    );
+                    self.fail(now, CloseCode::VersionMismatch, &why);
+                } else if h.role != Role::Receiver {
+                    self.fail(
+                        now,
+                        CloseCode::ProtocolViolation,
+                        "peer claims to be a sender too",
+                    );
+                } else {
+                    debug!(software = %h.software, "receiver hello");
+                    self.peer_hello = Some(h);
+                }
+            }
+            ControlMessage::Ping(p) => {
+                let t = self.anchor.micros(now);
+                let pong = Pong {
+                    id: p.id,
+                    t1_us: p.t1_us,
+                    t2_us: t,
+                    t3_us: t,
+                };
+                if !queue_control(&mut self.out, &ControlMessage::Pong(pong), false) {
+                    self.stats.control_backlog_drops += 1;
+                }
+            }
+            ControlMessage::Report(r) => self.last_report = Some(r),
+            ControlMessage::Summary(s) => self.peer_summary = Some(s),
+            ControlMessage::Goodbye(g) => {
+                self.peer_goodbye = Some(g);
+                if self.phase != Phase::Closing {
+                    // The receiver ends the session (it is shutting down): stop sending.
+                    self.discard_queue();
+                    self.send_goodbye(now);
+                }
+                self.done(now, End::Complete);
+            }
+            ControlMessage::Pong(_) => self.stats.control_errors.unexpected += 1,
+        }
+    }
+
+    fn fail(&mut self, now: Instant, code: CloseCode, reason: &str) {
+        debug!(reason, "protocol error");
+        self.discard_queue();
+        self.done(
+            now,
+            End::Protocol {
+                code,
+                reason: reason.into(),
+            },
+        );
+    }
+
+    /// Ends the session. A shutdown in progress stays the reason, whatever ends it.
+    fn done(&mut self, now: Instant, end: End) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.phase = Phase::Done;
+        if self.end != Some(End::Shutdown) {
+            self.end = Some(end);
+        }
+        self.ended_at = Some(now);
+        self.timers = Timers::default();
+    }
+
+    fn discard_queue(&mut self) {
+        let untouched = self.queue.iter().filter(|q| q.frags.is_none()).count() as u64;
+        self.stats.dropped.shutdown += untouched;
+        self.stats.frames_truncated += self.queue.len() as u64 - untouched;
+        self.queue.clear();
+        self.queued_bytes = 0;
+    }
+
+    fn send_goodbye(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Closing | Phase::Done) {
+            return;
+        }
+        let st = self.stats();
+        let g = Goodbye {
+            frames_sent: st.frames_sent,
+            frames_transmitted: st.frames_transmitted,
+            frames_dropped: st.dropped.total,
+            bytes_payload: st.bytes_payload,
+            bytes_compressed: st.bytes_compressed,
+            bytes_datagrams: st.bytes_datagrams,
+            ..Goodbye::default()
+        };
+        queue_control(&mut self.out, &ControlMessage::Goodbye(g), true);
+        self.phase = Phase::Closing;
+        self.timers.set(Timer::Close, now + self.cfg.close_timeout);
+    }
+
+    /// No more frames will come: send what is queued, then say goodbye.
+    pub fn finish(&mut self, now: Instant) {
+        if self.phase == Phase::Running {
+            self.phase = Phase::Draining;
+            self.expire(now);
+            if self.queue.is_empty() {
+                self.send_goodbye(now);
+            }
+        }
+    }
+
+    /// Ends the session now (shutdown): the queue is discarded and counted, goodbye sent; the
+    /// session waits briefly for the receiver's goodbye.
+    pub fn abort(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Running | Phase::Draining) {
+            self.discard_queue();
+            self.send_goodbye(now);
+            self.timers.set(
+                Timer::Close,
+                now + self.cfg.close_timeout.min(Duration::from_secs(1)),
+            );
+        }
+        if self.phase != Phase::Done {
+            self.end = Some(End::Shutdown);
+        }
+    }
+
+    /// The connection is gone: the session ends.
+    pub fn connection_lost(&mut self, now: Instant, why: &str) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.discard_queue();
+        self.done(now, End::ConnectionLost(why.into()));
+    }
+
+    /// Bytes to write to the control stream, if any.
+    pub fn poll_control(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            return None;
+        }
+        let out = std::mem::take(&mut self.out);
+        debug_assert!(out.len() <= MAX_CONTROL_BACKLOG + 1024);
+        Some(Bytes::from(out))
+    }
+
+    /// Acts on timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
+        while let Some(t) = self.timers.take_expired(now) {
+            if t == Timer::Close {
+                self.done(now, End::Timeout);
+            }
+        }
+    }
+
+    /// When the session next needs [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let head = self.queue.front().map(|q| q.deadline);
+        match (self.timers.next(), head) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The session report as of `now`.
+    pub fn report(&self, now: Instant) -> SessionReport {
+        let st = self.stats();
+        let end_at = self.ended_at.unwrap_or(now);
+        let g = self.peer_goodbye.unwrap_or_default();
+        let s = self.peer_summary.unwrap_or_default();
+        let frames = FrameReport {
+            sent: st.frames_sent,
+            transmitted: st.frames_transmitted,
+            received: g.frames_received,
+            complete: g.frames_complete,
+            played: g.frames_played,
+            late: g.frames_late,
+            lost: g.frames_lost,
+            keyframes: st.keyframes,
+            dropped_by_sender: st.dropped,
+        };
+        SessionReport {
+            role: Role::Sender,
+            duration_s: end_at.saturating_duration_since(self.started).as_secs_f64(),
+            peer: String::new(),
+            end: self
+                .end
+                .as_ref()
+                .map_or_else(|| "running".into(), End::describe),
+            frames,
+            bytes: ByteReport {
+                payload: st.bytes_payload,
+                compressed: st.bytes_compressed,
+                wire: 0,
+                datagrams: st.bytes_datagrams,
+            },
+            compression_ratio: ratio(st.bytes_compressed, st.bytes_payload),
+            latency_us: LatencyReport {
+                network: from_wire(&s.network),
+                jitter_buffer: from_wire(&s.jitter_buffer),
+                end_to_end: from_wire(&s.end_to_end),
+                send: Some(self.send_delay.summary()),
+            },
+            datagrams: DatagramReport {
+                sent: st.datagrams,
+                recuts: st.recuts,
+                ..Default::default()
+            },
+            control_errors: st.control_errors,
+            jitter_buffer: None,
+            reassembly: None,
+            clock: None,
+            quic: Default::default(),
+        }
+    }
+}
+
+pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        1.0
+    } else {
+        ((part as f64 / whole as f64) * 10_000.0).round() / 10_000.0
+    }
+}
+
+pub(crate) fn micros_between(from: Instant, to: Instant) -> i64 {
+    match to.checked_duration_since(from) {
+        Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        None => -i64::try_from(from.duration_since(to).as_micros()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn to_wire(s: &LatencySummary) -> WireLatency {
+    WireLatency {
+        count: s.count,
+        min: s.min,
+        p50: s.p50,
+        p90: s.p90,
+        p99: s.p99,
+        p999: s.p999,
+        max: s.max,
+        mean_tenths: (s.mean * 10.0).round().max(0.0) as u64,
+    }
+}
+
+fn from_wire(w: &WireLatency) -> LatencySummary {
+    LatencySummary {
+        count: w.count,
+        min: w.min,
+        p50: w.p50,
+        p90: w.p90,
+        p99: w.p99,
+        p999: w.p999,
+        max: w.max,
+        mean: w.mean_tenths as f64 / 10.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ControlDecoder;
+    use crate::wire::datagram::FragmentHeader;
+
+    fn setup() -> (SenderSession, Instant) {
+        let t0 = crate::test_instant();
+        let cfg = SenderConfig {
+            compress: CompressLevel::Off,
+            ..Default::default()
+        };
+        (
+            SenderSession::new(cfg, ClockAnchor::new(t0, 1_000_000), t0),
+            t0,
+        )
+    }
+
+    fn frame(capture: Instant, len: usize) -> SourceFrame {
+        SourceFrame {
+            capture,
+            keyframe: false,
+            data: Bytes::from(vec![7u8; len]),
+        }
+    }
+
+    fn messages(bytes: Bytes) -> Vec<ControlMessage> {
+        let mut d = ControlDecoder::new(65535);
+        d.push(&bytes);
+        std::iter::from_fn(|| d.next_message())
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn receiver_hello() -> Vec<u8> {
+        ControlMessage::Hello(Hello {
+            version: VERSION,
+            role: Role::Receiver,
+            clock_us: 0,
+            max_frame_bytes: 1 << 20,
+            software: "test".into(),
+        })
+        .to_bytes()
+    }
+
+    #[test]
+    fn says_hello_first() {
+        let (mut s, _) = setup();
+        let msgs = messages(s.poll_control().unwrap());
+        assert!(
+            matches!(&msgs[..], [ControlMessage::Hello(h)] if h.role == Role::Sender && h.clock_us == 1_000_000)
+        );
+        assert_eq!(s.poll_control(), None);
+    }
+
+    #[test]
+    fn cuts_frames_at_poll_time_and_numbers_them_in_order() {
+        let (mut s, t0) = setup();
+        s.push_frame(t0, frame(t0, 3000)).unwrap();
+        s.push_frame(t0, frame(t0, 100)).unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = s.poll_datagram(t0, 1200) {
+            let (h, _) = FragmentHeader::parse(&d).unwrap();
+            got.push((h.seq, h.index, h.count));
+        }
+        assert_eq!(got, vec![(0, 0, 3), (0, 1, 3), (0, 2, 3), (1, 0, 1)]);
+        assert_eq!(s.stats().frames_completed, 2);
+        assert_eq!(s.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn recuts_when_the_datagram_size_shrinks() {
+        let (mut s, t0) = setup();
+        s.push_frame(t0, frame(t0, 3000)).unwrap();
+        let first = s.poll_datagram(t0, 1400).unwrap();
+        assert_eq!(FragmentHeader::parse(&first).unwrap().0.count, 3);
+        let mut rest = Vec::new();
+        while let Some(d) = s.poll_datagram(t0, 1000) {
+            assert!(d.len() <= 1000);
+            rest.push(FragmentHeader::parse(&d).unwrap().0);
+        }
+        assert!(
+            rest.iter()
+                .all(|h| h.seq == 0 && h.count == 4 && h.frame_len == 3000)
+        );
+        assert_eq!(rest.len(), 4, "the whole frame again at the new size");
+        assert_eq!(s.stats().recuts, 1);
+        assert_eq!(s.stats().frames_transmitted, 1);
+    }
+
+    #[test]
+    fn drops_stale_frames_instead_of_sending_them_late() {
+        let (mut s, t0) = setup();
+        s.push_frame(t0, frame(t0, 3000)).unwrap();
+        s.push_frame(t0, frame(t0 + Duration::from_millis(100), 500))
+            .unwrap();
+        assert!(s.poll_datagram(t0, 1200).is_some());
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(500)));
+        let late = t0 + Duration::from_millis(550);
+        let d = s.poll_datagram(late, 1200).unwrap();
+        let (h, _) = FragmentHeader::parse(&d).unwrap();
+        assert_eq!(
+            (h.seq, h.frame_len),
+            (1, 500),
+            "seq 0 abandoned, next frame gets seq 1"
+        );
+        assert_eq!(s.stats().frames_truncated, 1);
+        s.push_frame(late, frame(t0, 10)).unwrap(); // captured 550 ms ago
+        assert_eq!(s.queued_frames(), 0);
+        assert_eq!(s.stats().dropped.stale, 1);
+        s.push_frame(late, frame(late - Duration::from_millis(499), 10))
+            .unwrap();
+        s.handle_timeout(late + Duration::from_millis(1));
+        assert_eq!(
+            s.stats().dropped.stale,
+            2,
+            "queued frames expire on the timer too"
+        );
+    }
+
+    #[test]
+    fn bounded_queue_drops_oldest_unstarted() {
+        let t0 = crate::test_instant();
+        let cfg = SenderConfig {
+            max_queue_frames: 3,
+            compress: CompressLevel::Off,
+            ..Default::default()
+        };
+        let mut s = SenderSession::new(cfg, ClockAnchor::new(t0, 0), t0);
+        for _ in 0..5 {
+            s.push_frame(t0, frame(t0, 10)).unwrap();
+        }
+        assert_eq!(s.queued_frames(), 3);
+        assert_eq!(s.stats().dropped.queue_full, 2);
+        assert_eq!(s.stats().frames_sent, 5);
+    }
+
+    #[test]
+    fn refuses_oversized_frames() {
+        let t0 = crate::test_instant();
+        let cfg = SenderConfig {
+            max_frame_bytes: 100,
+            ..Default::default()
+        };
+        let mut s = SenderSession::new(cfg, ClockAnchor::new(t0, 0), t0);
+        assert_eq!(
+            s.push_frame(t0, frame(t0, 101)),
+            Err(FrameRejected::TooLarge(101))
+        );
+        assert_eq!(s.stats().dropped.too_large, 1);
+        assert_eq!(s.stats().dropped.total, 1);
+    }
+
+    #[test]
+    fn answers_pings_and_ends_on_the_receivers_goodbye() {
+        let (mut s, t0) = setup();
+        s.poll_control();
+        let mut input = receiver_hello();
+        ControlMessage::Ping(crate::wire::Ping { id: 4, t1_us: 5 }).encode(&mut input);
+        let t1 = t0 + Duration::from_millis(3);
+        s.handle_control(t1, &input);
+        let msgs = messages(s.poll_control().unwrap());
+        assert_eq!(
+            msgs,
+            vec![ControlMessage::Pong(Pong {
+                id: 4,
+                t1_us: 5,
+                t2_us: 1_003_000,
+                t3_us: 1_003_000
+            })]
+        );
+        s.push_frame(t1, frame(t1, 10)).unwrap();
+        s.finish(t1);
+        assert!(s.poll_control().is_none(), "goodbye waits for the queue");
+        s.poll_datagram(t1, 1200).unwrap();
+        let msgs = messages(s.poll_control().unwrap());
+        assert!(
+            matches!(&msgs[..], [ControlMessage::Goodbye(g)] if g.frames_sent == 1 && g.frames_transmitted == 1)
+        );
+        let bye = ControlMessage::Goodbye(Goodbye {
+            frames_played: 1,
+            ..Default::default()
+        })
+        .to_bytes();
+        s.handle_control(t1, &bye);
+        assert!(s.is_done());
+        assert_eq!(s.end(), Some(&End::Complete));
+        assert_eq!(s.report(t1).frames.played, 1);
+    }
+
+    #[test]
+    fn closing_times_out_without_the_receivers_goodbye() {
+        let (mut s, t0) = setup();
+        s.finish(t0);
+        assert!(!s.is_done());
+        s.handle_timeout(t0 + Duration::from_secs(5));
+        assert_eq!(s.end(), Some(&End::Timeout));
+    }
+
+    #[test]
+    fn protocol_violations_end_the_session() {
+        let (mut s, t0) = setup();
+        s.handle_control(
+            t0,
+            &ControlMessage::Ping(crate::wire::Ping { id: 1, t1_us: 1 }).to_bytes(),
+        );
+        assert!(matches!(
+            s.end(),
+            Some(End::Protocol {
+                code: CloseCode::ProtocolViolation,
+                ..
+            })
+        ));
+
+        let (mut s, t0) = setup();
+        let mut hello = receiver_hello();
+        hello[3] = VERSION + 1;
+        s.handle_control(t0, &hello);
+        assert!(matches!(
+            s.end(),
+            Some(End::Protocol {
+                code: CloseCode::VersionMismatch,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn abort_discards_and_counts_the_queue() {
+        let (mut s, t0) = setup();
+        for _ in 0..3 {
+            s.push_frame(t0, frame(t0, 10)).unwrap();
+        }
+        s.abort(t0);
+        assert_eq!(s.stats().dropped.shutdown, 3);
+        assert_eq!(s.push_frame(t0, frame(t0, 10)), Err(FrameRejected::Closed));
+        s.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(s.end(), Some(&End::Shutdown));
+    }
+}
