@@ -1,0 +1,268 @@
+//! `rtq-recv`: receives rtq sessions, plays their frames out of a jitter buffer, and reports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use super::{ReportArgs, TransportArgs, duration_arg, size_arg};
+use crate::jitter::{JitterConfig, JitterMode};
+use crate::net::io::Stream;
+use crate::net::receiver::{ClockChoice, Receiver, RecvOptions, SessionOutcome};
+use crate::net::tls::{DEFAULT_NAMES, Identity, make_cert};
+use crate::net::{Shutdown, trigger_on_signals};
+use crate::reassemble::ReassemblyLimits;
+use crate::session::ReceiverConfig;
+use crate::stats::Delays;
+
+/// Receive live frames over QUIC datagrams and play them out at a steady delay.
+///
+/// Without --cert/--key, a self-signed certificate is made for this run, and the command line
+/// that pins it is printed. Status lines and summaries go to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "rtq-recv", version, about, long_about = None, after_help = AFTER_HELP)]
+pub struct RecvArgs {
+    /// Address and UDP port to listen on.
+    #[arg(long, default_value = "0.0.0.0:4433", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// Certificate chain to present (PEM); needs --key.
+    #[arg(long, requires = "key", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// Private key of --cert (PEM).
+    #[arg(long, requires = "cert", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Write a development cert.pem and key.pem into DIR and exit (the usual DIR is certs).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["cert", "key", "output", "once"])]
+    pub make_cert: Option<PathBuf>,
+    /// Names (DNS or IP) the generated certificate covers [default: localhost 127.0.0.1 ::1].
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Write played frames, in order, to a file or - for stdout ({id} in a path: one file per
+    /// session); without it frames are discarded.
+    #[arg(long, value_name = "PATH|-")]
+    pub output: Option<Stream>,
+    /// Exit after the first session ends.
+    #[arg(long)]
+    pub once: bool,
+    /// Playout delay: `adaptive` follows the network's delay; `fixed:50ms` plays every frame
+    /// 50 ms after capture.
+    #[arg(long, default_value = "adaptive", value_name = "MODE")]
+    pub jitter: JitterMode,
+    /// Longest playout delay; frames that need more are late.
+    #[arg(long, value_parser = duration_arg, default_value = "2s", value_name = "DURATION")]
+    pub max_delay: Duration,
+    /// How sender timestamps map onto this clock: `auto` trusts the clock for senders on this
+    /// host and estimates the offset for others.
+    #[arg(long, value_enum, default_value_t = ClockChoice::Auto)]
+    pub clock: ClockChoice,
+    /// Sessions served at once; more are refused.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_sessions: usize,
+    /// Largest frame accepted (also the decompression limit).
+    #[arg(long, value_parser = size_arg, default_value = "16MiB", value_name = "BYTES")]
+    pub max_frame_size: u64,
+    /// Transport settings.
+    #[command(flatten)]
+    pub transport: TransportArgs,
+    /// Reports.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  rtq-recv --listen 127.0.0.1:4433                 # self-signed; prints the rtq-send command
+  rtq-recv --make-cert certs                       # writes certs/cert.pem and certs/key.pem
+  rtq-recv --cert certs/cert.pem --key certs/key.pem --output - | ffplay -
+
+The JSON report (--stats-json) is {\"sessions\": [report, ...]}; see README.md for its keys.";
+
+impl RecvArgs {
+    /// The session configuration these flags select.
+    pub fn session_config(&self) -> Result<ReceiverConfig, String> {
+        let max_frame_bytes = u32::try_from(self.max_frame_size)
+            .ok()
+            .filter(|&b| b > 0)
+            .ok_or_else(|| {
+                format!(
+                    "--max-frame-size {}: use 1 byte to 4 GiB",
+                    self.max_frame_size
+                )
+            })?;
+        let cfg = ReceiverConfig {
+            jitter: JitterConfig {
+                mode: self.jitter,
+                max_delay: self.max_delay,
+                ..Default::default()
+            },
+            reassembly: ReassemblyLimits {
+                max_frame_bytes,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn names(&self) -> Vec<String> {
+        if self.names.is_empty() {
+            let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
+            let ip = self.listen.ip();
+            if !ip.is_unspecified() && !names.contains(&ip.to_string()) {
+                names.push(ip.to_string());
+            }
+            names
+        } else {
+            self.names.clone()
+        }
+    }
+}
+
+/// Entry point of `rtq-recv`.
+pub fn main() -> ExitCode {
+    let args = RecvArgs::parse();
+    super::init_logging();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rtq-recv: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RecvArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.make_cert {
+        let (cert, key, fp) = make_cert(dir, &args.names())?;
+        println!("wrote {} and {}", cert.display(), key.display());
+        println!("names: {}", args.names().join(", "));
+        println!("SHA-256 fingerprint: {fp}");
+        println!(
+            "receiver: rtq-recv --cert {} --key {}",
+            cert.display(),
+            key.display()
+        );
+        println!(
+            "sender:   rtq-send --connect HOST:4433 --ca {}",
+            cert.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let session = args.session_config().map_err(anyhow::Error::msg)?;
+    let transport = args.transport.options().map_err(anyhow::Error::msg)?;
+    let (identity, generated) = match (&args.cert, &args.key) {
+        (Some(c), Some(k)) => (Identity::load(c, k)?, false),
+        _ => (Identity::self_signed(&args.names())?.identity, true),
+    };
+    let opts = RecvOptions {
+        listen: args.listen,
+        transport,
+        session,
+        clock: args.clock,
+        output: args.output.clone(),
+        once: args.once,
+        max_sessions: args.max_sessions.max(1),
+        status: !args.report.quiet,
+        summaries: true,
+    };
+    let rt = super::runtime()?;
+    let outcomes = rt.block_on(async {
+        let receiver = Receiver::bind(opts, identity)?;
+        let local = receiver.local_addr().context("reading the bound address")?;
+        let fp = receiver
+            .fingerprint()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
+        let kind = if generated {
+            "self-signed certificate made for this run"
+        } else {
+            "certificate"
+        };
+        eprintln!("rtq-recv: listening on {local} ({kind}, SHA-256 {fp})");
+        let host = if local.ip().is_unspecified() {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local.port())
+        } else {
+            local
+        };
+        if generated {
+            eprintln!("rtq-recv: send with: rtq-send --connect {host} --cert-sha256 {fp}");
+        } else if let Some(c) = &args.cert {
+            eprintln!(
+                "rtq-recv: send with: rtq-send --connect {host} --ca {}",
+                c.display()
+            );
+        }
+        let (trigger, shutdown) = Shutdown::new();
+        tokio::spawn(trigger_on_signals(trigger));
+        anyhow::Ok(receiver.run(shutdown).await?)
+    })?;
+    write_reports(&args.report, &outcomes)?;
+    let failed = outcomes
+        .iter()
+        .any(|o| o.report.end.starts_with("protocol error"));
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Writes `--stats-json` and `--hist-out` for the receiver's sessions.
+pub fn write_reports(args: &ReportArgs, outcomes: &[SessionOutcome]) -> anyhow::Result<()> {
+    if let Some(path) = &args.stats_json {
+        let sessions: Vec<_> = outcomes.iter().map(|o| &o.report).collect();
+        super::write_json(path, &serde_json::json!({ "sessions": sessions }))?;
+    }
+    if let Some(prefix) = &args.hist_out {
+        let mut all = Delays::default();
+        for o in outcomes {
+            all.network.merge(&o.delays.network);
+            all.jitter_buffer.merge(&o.delays.jitter_buffer);
+            all.end_to_end.merge(&o.delays.end_to_end);
+        }
+        super::write_hgrm(prefix, "network", &all.network)?;
+        super::write_hgrm(prefix, "jitter_buffer", &all.jitter_buffer)?;
+        super::write_hgrm(prefix, "end_to_end", &all.end_to_end)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        RecvArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = RecvArgs::try_parse_from(["rtq-recv", "--jitter", "bouncy"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("adaptive"), "{e}");
+        let e = RecvArgs::try_parse_from(["rtq-recv", "--max-delay", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("40ms"), "{e}");
+        let e = RecvArgs::try_parse_from(["rtq-recv", "--cert", "a.pem"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--key"), "{e}");
+        let a = RecvArgs::try_parse_from(["rtq-recv", "--jitter", "fixed:5s"]).unwrap();
+        assert!(a.session_config().unwrap_err().contains("--max-delay"));
+    }
+
+    #[test]
+    fn default_names_include_a_specific_listen_address() {
+        let a = RecvArgs::try_parse_from(["rtq-recv", "--listen", "10.1.2.3:4433"]).unwrap();
+        assert!(a.names().contains(&"10.1.2.3".to_string()));
+        assert!(a.names().contains(&"localhost".to_string()));
+    }
+}

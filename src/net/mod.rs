@@ -1,0 +1,190 @@
+//! The real-time shell: drives the sans-IO sessions with tokio, quinn and the wall clock.
+//!
+//! One tokio task per connection loops: a datagram, control bytes, an input frame or a timer in
+//! → session; session out → `send_datagram` / the control stream / the output; sleep until the
+//! session's `poll_timeout()`. The binaries `rtq-send` and `rtq-recv` are thin wrappers over
+//! [`sender::run`] and [`receiver::Receiver`].
+//!
+//! **No silent loss in QUIC's send buffer.** quinn's `send_datagram` drops the oldest queued
+//! datagram when its buffer is full. The sender shell hands a datagram over only when
+//! `datagram_send_buffer_space()` has room for it; otherwise it waits with
+//! `send_datagram_wait`, and the session's own queue (which drops stale frames on purpose, and
+//! counts them) holds the rest.
+
+pub mod io;
+pub mod receiver;
+pub mod sender;
+pub mod tls;
+pub mod transport;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// The wall clock, for the shells.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the shell supplies `now` to the sans-IO core"
+)]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// A shutdown flag: set once (by a signal, or by the program), observed by every task.
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+/// The setter of a [`Shutdown`] flag.
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+impl ShutdownTrigger {
+    /// Sets the flag.
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether the flag is set.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+}
+
+impl Shutdown {
+    /// A new flag, unset, and its setter.
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger { tx }, Shutdown { rx })
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Completes once the flag is set (at once if it already is; never if its setter is gone
+    /// unset).
+    pub async fn wait(&mut self) {
+        if self.rx.wait_for(|&v| v).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Sets `trigger` on the first SIGINT (Ctrl-C) or SIGTERM; exits the process at once with
+/// status 130 on a second one. Runs until the process ends.
+pub async fn trigger_on_signals(trigger: ShutdownTrigger) {
+    let mut first = true;
+    loop {
+        let got = wait_for_signal().await;
+        if first {
+            tracing::info!(
+                signal = got,
+                "shutting down: flushing summaries and outputs (again to force)"
+            );
+            eprintln!(
+                "rtq: {got} received, finishing: flushing summaries and outputs (press Ctrl-C again to quit at once)"
+            );
+            trigger.trigger();
+            first = false;
+        } else {
+            eprintln!("rtq: {got} received again, quitting at once");
+            std::process::exit(130);
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return "";
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
+
+/// Interval of status lines.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Figures of a QUIC connection for the report.
+pub fn quic_report(conn: &quinn::Connection) -> crate::stats::report::QuicReport {
+    let s = conn.stats();
+    crate::stats::report::QuicReport {
+        rtt_us: u64::try_from(s.path.rtt.as_micros()).unwrap_or(u64::MAX),
+        cwnd: s.path.cwnd,
+        lost_packets: s.path.lost_packets,
+        udp_tx_datagrams: s.udp_tx.datagrams,
+        udp_rx_datagrams: s.udp_rx.datagrams,
+        mtu: u64::from(s.path.current_mtu),
+        max_datagram: conn.max_datagram_size().unwrap_or(0) as u64,
+    }
+}
+
+/// Explains why a connection ended, in a sentence that says what to do.
+pub fn explain(err: &quinn::ConnectionError) -> String {
+    use quinn::ConnectionError as E;
+    match err {
+        E::ApplicationClosed(c) => {
+            let code = crate::wire::CloseCode::from_code(c.error_code.into_inner());
+            let reason = String::from_utf8_lossy(&c.reason);
+            match code {
+                Some(crate::wire::CloseCode::Refused) => {
+                    format!("the receiver refused the session: {reason}")
+                }
+                Some(crate::wire::CloseCode::Shutdown) => "the peer shut down".into(),
+                Some(crate::wire::CloseCode::VersionMismatch) => {
+                    format!("protocol version mismatch: {reason}")
+                }
+                Some(crate::wire::CloseCode::ProtocolViolation) => {
+                    format!("the peer reported a protocol violation: {reason}")
+                }
+                _ => format!("the peer closed the connection ({reason})"),
+            }
+        }
+        E::ConnectionClosed(c) => format!("the peer closed the connection: {c}"),
+        E::TimedOut => "the peer stopped answering (idle timeout)".into(),
+        E::Reset => "the peer reset the connection (it restarted or lost its state)".into(),
+        E::LocallyClosed => "closed locally".into(),
+        E::VersionMismatch => "the peer speaks no QUIC version in common".into(),
+        E::TransportError(e) => explain_transport(&e.to_string()),
+        E::CidsExhausted => "connection IDs exhausted".into(),
+    }
+}
+
+fn explain_transport(msg: &str) -> String {
+    if msg.contains("does not match --cert-sha256") {
+        return format!(
+            "{msg}: the receiver's certificate changed, or this is not the receiver you pinned; take the fingerprint rtq-recv prints"
+        );
+    }
+    if msg.contains("UnknownIssuer") || msg.contains("unknown issuer") {
+        return "the receiver's certificate is not trusted: pass --ca certs/cert.pem (the receiver's certificate or its CA), or --cert-sha256 with the fingerprint rtq-recv prints".into();
+    }
+    if msg.contains("NotValidForName") || msg.contains("not valid for name") {
+        return "the receiver's certificate does not cover the host in --connect: use --server-name with a name it covers, or make a certificate for this host (rtq-recv --make-cert DIR --name HOST)".into();
+    }
+    if msg.contains("Expired") {
+        return format!("the receiver's certificate has expired or is not yet valid: {msg}");
+    }
+    if msg.contains("no application protocol") || msg.contains("NoApplicationProtocol") {
+        return "the peer does not speak rtq (ALPN rtq/1 refused)".into();
+    }
+    format!("QUIC/TLS error: {msg}")
+}

@@ -1,0 +1,397 @@
+//! The sender's real-time shell: connects, streams frames from a source through a
+//! [`SenderSession`], and returns its report.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::io::{Input, Stream};
+use super::tls::{Trust, client_config};
+use super::transport::{TransportOptions, transport_config};
+use super::{STATUS_INTERVAL, Shutdown, explain, now, quic_report};
+use crate::clock::ClockAnchor;
+use crate::session::{End, SenderConfig, SenderSession};
+use crate::source::{SourceKind, SyntheticSource};
+use crate::stats::LatencyHistogram;
+use crate::stats::report::SessionReport;
+use crate::units::format_rate;
+
+/// Where the sender's frames come from.
+#[derive(Debug, Clone)]
+pub enum SourceSpec {
+    /// A synthetic source with a seed.
+    Synthetic(SourceKind, u64),
+    /// A byte stream cut into frames of at most `chunk` bytes as it arrives.
+    Input(Stream, usize),
+}
+
+/// Everything `rtq-send` needs.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// `HOST:PORT` of the receiver.
+    pub connect: String,
+    /// Name to check the certificate against (default: the host in `connect`).
+    pub server_name: Option<String>,
+    /// How to check the certificate.
+    pub trust: Trust,
+    /// QUIC settings.
+    pub transport: TransportOptions,
+    /// Session settings.
+    pub session: SenderConfig,
+    /// The source.
+    pub source: SourceSpec,
+    /// Stop after this long (unbounded if `None`).
+    pub duration: Option<Duration>,
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Print a status line every second (to stderr).
+    pub status: bool,
+}
+
+/// Why the sender could not run. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// `--connect` could not be resolved.
+    #[error("cannot resolve `{addr}`: {why} (use HOST:PORT, e.g. 127.0.0.1:4433)")]
+    Resolve {
+        /// What was given.
+        addr: String,
+        /// Why.
+        why: String,
+    },
+    /// The local UDP socket could not be opened.
+    #[error("cannot open a UDP socket: {0}")]
+    Bind(std::io::Error),
+    /// The connection attempt failed.
+    #[error("cannot connect to {addr}: {why}")]
+    Connect {
+        /// The receiver's address.
+        addr: SocketAddr,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// The receiver does not accept datagrams.
+    #[error("the receiver at {0} does not accept QUIC datagrams (is it rtq-recv?)")]
+    NoDatagrams(SocketAddr),
+    /// The input could not be opened.
+    #[error("{0}")]
+    Input(std::io::Error),
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+}
+
+/// Resolves `HOST:PORT`, preferring the first address.
+pub fn resolve(addr: &str) -> Result<SocketAddr, SendError> {
+    let mut it = addr.to_socket_addrs().map_err(|e| SendError::Resolve {
+        addr: addr.into(),
+        why: e.to_string(),
+    })?;
+    it.next().ok_or_else(|| SendError::Resolve {
+        addr: addr.into(),
+        why: "no address found".into(),
+    })
+}
+
+fn host_of(addr: &str) -> String {
+    // "[::1]:4433" → "::1"; "example.com:4433" → "example.com".
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// Bytes the sender lets queue in its session before it stops reading input.
+const INPUT_QUEUE_LIMIT: usize = 256 * 1024;
+
+/// What a sender run produced.
+#[derive(Debug)]
+pub struct SendOutcome {
+    /// The session report.
+    pub report: SessionReport,
+    /// Capture → last fragment handed to QUIC, per frame.
+    pub send_delay: LatencyHistogram,
+}
+
+/// Connects and streams until the source ends, the duration passes, or `shutdown` is set.
+pub async fn run(opts: SendOptions, mut shutdown: Shutdown) -> Result<SendOutcome, SendError> {
+    let addr = resolve(&opts.connect)?;
+    let server_name = opts
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(&opts.connect));
+    let mut client_cfg = client_config(opts.trust.clone())?;
+    client_cfg.transport_config(Arc::new(transport_config(&opts.transport)));
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .map_err(|_| SendError::Bind(std::io::Error::other("bad bind address")))?;
+    let endpoint = quinn::Endpoint::client(bind).map_err(SendError::Bind)?;
+    let connect_err = |why: String| SendError::Connect { addr, why };
+    let connecting = endpoint
+        .connect_with(client_cfg, addr, &server_name)
+        .map_err(|e| connect_err(e.to_string()))?;
+    let conn = tokio::select! {
+        r = connecting => r.map_err(|e| connect_err(explain(&e)))?,
+        () = tokio::time::sleep(opts.connect_timeout) => {
+            return Err(connect_err(format!(
+                "no answer within {} (is rtq-recv running there, and is UDP port {} open?)",
+                crate::units::format_duration(opts.connect_timeout), addr.port()
+            )));
+        }
+        () = shutdown.wait() => return Err(connect_err("interrupted".into())),
+    };
+    if conn.max_datagram_size().is_none() {
+        return Err(SendError::NoDatagrams(addr));
+    }
+    let input = match &opts.source {
+        SourceSpec::Input(stream, chunk) => Some(
+            Input::open(stream, *chunk)
+                .await
+                .map_err(SendError::Input)?,
+        ),
+        SourceSpec::Synthetic(..) => None,
+    };
+    let span = info_span!("sender", peer = %addr);
+    let (mut report, send_delay) = drive(&opts, &conn, input, shutdown).instrument(span).await;
+    report.peer = addr.to_string();
+    report.quic = quic_report(&conn);
+    report.bytes.wire = conn.stats().udp_tx.bytes;
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    Ok(SendOutcome { report, send_delay })
+}
+
+type PendingSend<'a> = Pin<Box<quinn::SendDatagram<'a>>>;
+
+async fn drive(
+    opts: &SendOptions,
+    conn: &quinn::Connection,
+    mut input: Option<Input>,
+    mut shutdown: Shutdown,
+) -> (SessionReport, LatencyHistogram) {
+    let start = now();
+    let mut session = SenderSession::new(opts.session.clone(), ClockAnchor::system(), start);
+    let mut synthetic = match &opts.source {
+        SourceSpec::Synthetic(kind, seed) => Some(SyntheticSource::new(*kind, *seed, start)),
+        SourceSpec::Input(..) => None,
+    };
+    let stop_at = opts.duration.map(|d| start + d);
+
+    // The control stream: opened now (the hello goes first), written by its own task.
+    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Bytes>(64);
+    let mut ctl_recv = match conn.open_bi().await {
+        Ok((mut send, recv)) => {
+            tokio::spawn(async move {
+                while let Some(b) = ctl_rx.recv().await {
+                    if send.write_all(&b).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = send.finish();
+            });
+            Some(recv)
+        }
+        Err(e) => {
+            session.connection_lost(now(), &explain(&e));
+            None
+        }
+    };
+
+    let mut pending: Option<PendingSend<'_>> = None;
+    let mut status = Status::new(start);
+    let mut stopping = false;
+    loop {
+        let t = now();
+        if let Some(src) = synthetic.as_mut() {
+            while session.is_running()
+                && src.next_due() <= t
+                && stop_at.is_none_or(|s| src.next_due() < s)
+            {
+                match src.poll(t) {
+                    Some(f) => {
+                        let _ = session.push_frame(t, f);
+                    }
+                    None => break,
+                }
+            }
+        }
+        if session.is_running() && stop_at.is_some_and(|s| t >= s) {
+            session.finish(t);
+        }
+        session.handle_timeout(t);
+        while let Some(b) = session.poll_control() {
+            if ctl_tx.send(b).await.is_err() {
+                break;
+            }
+        }
+        if pending.is_none() {
+            let max = conn.max_datagram_size().unwrap_or(0);
+            while let Some(d) = session.poll_datagram(t, max) {
+                if d.len() <= conn.datagram_send_buffer_space() {
+                    // Fits: quinn queues it without dropping an older one.
+                    if let Err(e) = conn.send_datagram(d) {
+                        debug!(%e, "send_datagram failed");
+                        break;
+                    }
+                } else {
+                    pending = Some(Box::pin(conn.send_datagram_wait(d)));
+                    break;
+                }
+            }
+        }
+        if opts.status && t >= status.next {
+            status.print(t, &session, conn);
+        }
+        if session.is_done() {
+            break;
+        }
+        let mut wake = [
+            session.poll_timeout(),
+            Some(status.next_if(opts.status)),
+            stop_at.filter(|_| session.is_running()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(src) = &synthetic
+            && session.is_running()
+        {
+            wake = Some(wake.map_or(src.next_due(), |w| w.min(src.next_due())));
+        }
+        let sleep_until = wake.unwrap_or_else(|| t + Duration::from_secs(3600));
+        let want_input =
+            input.is_some() && session.is_running() && session.queued_bytes() < INPUT_QUEUE_LIMIT;
+        tokio::select! {
+            biased;
+            () = shutdown.wait(), if !stopping => {
+                stopping = true;
+                session.abort(now());
+            }
+            r = async { match pending.as_mut() { Some(p) => p.await, None => std::future::pending().await } }, if pending.is_some() => {
+                pending = None;
+                if let Err(e) = r {
+                    debug!(%e, "datagram not sent");
+                }
+            }
+            r = async { match ctl_recv.as_mut() { Some(s) => s.read_chunk(64 * 1024, true).await, None => std::future::pending().await } }, if ctl_recv.is_some() => {
+                match r {
+                    Ok(Some(chunk)) => session.handle_control(now(), &chunk.bytes),
+                    Ok(None) => ctl_recv = None,
+                    Err(e) => {
+                        debug!(%e, "control stream ended");
+                        ctl_recv = None;
+                    }
+                }
+            }
+            f = async { match input.as_mut() { Some(i) => i.next().await, None => std::future::pending().await } }, if want_input => {
+                match f {
+                    Some(Ok(frame)) => {
+                        let _ = session.push_frame(now(), frame);
+                    }
+                    Some(Err(e)) => {
+                        warn!(%e, "input failed; finishing");
+                        eprintln!("rtq-send: input error: {e}; finishing the session");
+                        input = None;
+                        session.finish(now());
+                    }
+                    None => {
+                        input = None;
+                        session.finish(now());
+                    }
+                }
+            }
+            e = conn.closed() => {
+                session.connection_lost(now(), &explain(&e));
+            }
+            () = tokio::time::sleep_until(sleep_until.into()) => {}
+        }
+    }
+    drop(pending);
+    let end = session.end().cloned().unwrap_or(End::Complete);
+    let code = end.close_code();
+    conn.close(
+        quinn::VarInt::from_u32(code.code()),
+        end.describe().as_bytes(),
+    );
+    (session.report(now()), session.send_delay().clone())
+}
+
+/// Status line state.
+struct Status {
+    start: Instant,
+    next: Instant,
+    last_bytes: u64,
+    last_at: Instant,
+}
+
+impl Status {
+    fn new(start: Instant) -> Self {
+        Self {
+            start,
+            next: start + STATUS_INTERVAL,
+            last_bytes: 0,
+            last_at: start,
+        }
+    }
+
+    fn next_if(&self, on: bool) -> Instant {
+        if on {
+            self.next
+        } else {
+            self.start + Duration::from_secs(365 * 24 * 3600)
+        }
+    }
+
+    fn print(&mut self, t: Instant, s: &SenderSession, conn: &quinn::Connection) {
+        let st = s.stats();
+        let dt = t
+            .saturating_duration_since(self.last_at)
+            .as_secs_f64()
+            .max(1e-3);
+        let rate = (st.bytes_datagrams - self.last_bytes) as f64 * 8.0 / dt;
+        let rx = s.last_report().copied().unwrap_or_default();
+        eprintln!(
+            "[{:6.1}s] sent {} frames, {} dropped, {} queued | {} | rtt {:.2} ms | receiver: played {} late {} lost {}",
+            t.saturating_duration_since(self.start).as_secs_f64(),
+            st.frames_sent,
+            st.dropped.total,
+            s.queued_frames(),
+            format_rate(rate),
+            conn.rtt().as_secs_f64() * 1000.0,
+            rx.frames_played,
+            rx.frames_late,
+            rx.frames_lost,
+        );
+        self.last_bytes = st.bytes_datagrams;
+        self.last_at = t;
+        while self.next <= t {
+            self.next += STATUS_INTERVAL;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_is_taken_from_the_address() {
+        assert_eq!(host_of("127.0.0.1:4433"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:4433"), "::1");
+        assert_eq!(host_of("example.com:1"), "example.com");
+    }
+
+    #[test]
+    fn unresolvable_addresses_say_how_to_write_one() {
+        let e = resolve("no-port").unwrap_err().to_string();
+        assert!(e.contains("HOST:PORT"), "{e}");
+    }
+}
