@@ -271,7 +271,11 @@ mod tests {
         s.poll(t0).unwrap();
         let late = t0 + Duration::from_millis(25);
         assert_eq!(s.poll(late).unwrap().capture, late, "stamped when taken");
-        assert_eq!(s.next_due(), t0 + Duration::from_millis(40), "the schedule does not drift");
+        assert_eq!(
+            s.next_due(),
+            t0 + Duration::from_millis(40),
+            "the schedule does not drift"
+        );
         assert!(frames.iter().all(|f| f.data.len() == 1000));
     }
 

@@ -169,12 +169,17 @@ pub fn explain(err: &quinn::ConnectionError) -> String {
 }
 
 fn explain_transport(msg: &str) -> String {
-    if msg.contains("does not match --cert-sha256") {
+    if let Some(rest) = msg.split("PinMismatch { got: ").nth(1) {
+        // rustls shows our verifier's error with Debug formatting; pull the fingerprint out.
+        let got = rest.split([' ', '}']).next().unwrap_or("?");
         return format!(
-            "{msg}: the receiver's certificate changed, or this is not the receiver you pinned; take the fingerprint rtq-recv prints"
+            "the receiver's certificate (SHA-256 {got}) does not match --cert-sha256: it changed, or this is not the receiver you pinned; use the fingerprint rtq-recv prints"
         );
     }
-    if msg.contains("UnknownIssuer") || msg.contains("unknown issuer") {
+    if ["UnknownIssuer", "unknown issuer", "BadSignature"]
+        .iter()
+        .any(|m| msg.contains(m))
+    {
         return "the receiver's certificate is not trusted: pass --ca certs/cert.pem (the receiver's certificate or its CA), or --cert-sha256 with the fingerprint rtq-recv prints".into();
     }
     if msg.contains("NotValidForName") || msg.contains("not valid for name") {

@@ -1,0 +1,245 @@
+//! Bad input from an authenticated-but-hostile sender: a quinn client that completes the
+//! handshake and then sends malformed and forged datagrams, a decompression bomb, unknown and
+//! oversized control messages and thousands of half-finished frames. The receiver counts each
+//! by reason, stays within its bounds, and a well-behaved session beside it is unharmed.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rtq::compress::{CompressLevel, Compressor};
+use rtq::net::Shutdown;
+use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions, SessionOutcome};
+use rtq::net::sender::{SendOptions, SourceSpec};
+use rtq::net::tls::{Identity, Trust, client_config};
+use rtq::net::transport::TransportOptions;
+use rtq::session::{ReceiverConfig, SenderConfig};
+use rtq::source::SourceKind;
+use rtq::wire::VERSION;
+use rtq::wire::control::{ControlDecoder, ControlMessage, Goodbye, Hello, Role};
+use rtq::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
+
+/// Capture time of the hostile frames: now (in the receiver's clock, as on one host).
+fn capture_us() -> u64 {
+    rtq::clock::ClockAnchor::system().unix_us
+}
+
+fn fragment(h: FragmentHeader, body_len: usize) -> Bytes {
+    let mut d = vec![0u8; HEADER_LEN + body_len];
+    h.emit(&mut d).unwrap();
+    Bytes::from(d)
+}
+
+fn header(seq: u64, frame_len: u32, index: u16, count: u16) -> FragmentHeader {
+    FragmentHeader {
+        flags: FrameFlags::empty(),
+        seq,
+        capture_us: capture_us(),
+        frame_len,
+        payload_len: frame_len,
+        index,
+        count,
+    }
+}
+
+async fn start_receiver() -> (
+    SocketAddr,
+    rtq::net::ShutdownTrigger,
+    tokio::task::JoinHandle<Vec<SessionOutcome>>,
+) {
+    let identity = Identity::self_signed(&["localhost".into()])
+        .unwrap()
+        .identity;
+    let opts = RecvOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport: TransportOptions::default(),
+        session: ReceiverConfig::default(),
+        clock: ClockChoice::Auto,
+        output: None,
+        once: false,
+        max_sessions: 8,
+        status: false,
+        summaries: false,
+    };
+    let rx = Receiver::bind(opts, identity).unwrap();
+    let addr = rx.local_addr().unwrap();
+    let (trigger, shutdown) = Shutdown::new();
+    let task = tokio::spawn(async move { rx.run(shutdown).await.unwrap() });
+    (addr, trigger, task)
+}
+
+/// Runs the hostile client to the end of its session; returns its local address.
+async fn hostile(addr: SocketAddr) -> SocketAddr {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(client_config(Trust::Insecure).unwrap(), addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let local = endpoint.local_addr().unwrap();
+    let (mut ctl, mut ctl_in) = conn.open_bi().await.unwrap();
+    let hello = Hello {
+        version: VERSION,
+        role: Role::Sender,
+        clock_us: capture_us(),
+        max_frame_bytes: 1 << 20,
+        software: "hostile".into(),
+    };
+    ctl.write_all(&ControlMessage::Hello(hello).to_bytes())
+        .await
+        .unwrap();
+
+    let send = |d: Bytes| conn.send_datagram_wait(d);
+    // One of each malformation.
+    send(Bytes::from_static(b"short")).await.unwrap(); // truncated
+    let good = fragment(header(0, 100, 0, 1), 100);
+    let mut d = good.to_vec();
+    d[0] = 9;
+    send(d.into()).await.unwrap(); // unknown version
+    let mut d = good.to_vec();
+    d[1] = 7;
+    send(d.into()).await.unwrap(); // unknown type
+    let mut d = good.to_vec();
+    d[2] = 0x80;
+    send(d.into()).await.unwrap(); // reserved flag
+    let mut d = good.to_vec();
+    d[28..30].copy_from_slice(&5u16.to_be_bytes());
+    send(d.into()).await.unwrap(); // index past the count
+    let mut d = good.to_vec();
+    d.truncate(HEADER_LEN + 50);
+    send(d.into()).await.unwrap(); // body shorter than the geometry says
+    // An absurd size: a 20 MiB frame, over the receiver's 16 MiB limit.
+    let h = header(1, 20 << 20, 0, 20_480); // 1 KiB fragments
+    let body = h.range().len();
+    send(fragment(h, body)).await.unwrap();
+    // A decompression bomb: 1 MiB of zeros (one datagram of DEFLATE) claimed to be 1000 bytes.
+    let bomb = Compressor::new(CompressLevel::Level(9))
+        .compress(&vec![0u8; 1 << 20])
+        .unwrap();
+    assert!(
+        bomb.len() + HEADER_LEN < 1100,
+        "fits a first-flight datagram"
+    );
+    let h = FragmentHeader {
+        flags: FrameFlags::COMPRESSED,
+        seq: 2,
+        capture_us: capture_us(),
+        frame_len: bomb.len() as u32,
+        payload_len: 1000,
+        index: 0,
+        count: 1,
+    };
+    let mut d = vec![0u8; HEADER_LEN];
+    h.emit(&mut d).unwrap();
+    d.extend_from_slice(&bomb);
+    send(d.into()).await.unwrap();
+    // Forged fragment counts: a 65535-byte frame in 65535 one-byte fragments, only one sent.
+    send(fragment(header(3, 65_535, 0, 65_535), 1))
+        .await
+        .unwrap();
+    // Thousands of half-finished frames.
+    for seq in 10..2010 {
+        send(fragment(header(seq, 2000, 0, 2), 1000)).await.unwrap();
+    }
+    // Unknown and oversized control messages; then a valid frame and the goodbye.
+    ctl.write_all(&[0x7f, 0, 3, 1, 2, 3]).await.unwrap();
+    let mut big = vec![0x04, 0x27, 0x10];
+    big.extend_from_slice(&[0u8; 10_000]);
+    ctl.write_all(&big).await.unwrap();
+    send(fragment(header(2010, 100, 0, 1), 100)).await.unwrap();
+    let bye = Goodbye {
+        frames_sent: 2011,
+        frames_transmitted: 2011,
+        ..Default::default()
+    };
+    ctl.write_all(&ControlMessage::Goodbye(bye).to_bytes())
+        .await
+        .unwrap();
+    // Wait for the receiver's goodbye, as a sender would.
+    let mut dec = ControlDecoder::new(65_535);
+    let mut goodbye = false;
+    while !goodbye {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), ctl_in.read_chunk(65_536, true))
+            .await
+            .expect("the receiver answers within 30 s")
+            .unwrap()
+            .expect("the receiver says goodbye before closing its stream");
+        dec.push(&chunk.bytes);
+        while let Some(m) = dec.next_message() {
+            goodbye |= matches!(m, Ok(ControlMessage::Goodbye(_)));
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    endpoint.wait_idle().await;
+    local
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_counted_bounded_and_harmless_to_neighbours() {
+    let (addr, trigger, server) = start_receiver().await;
+
+    let (_keep, never) = Shutdown::new();
+    let good = tokio::spawn(rtq::net::sender::run(
+        SendOptions {
+            connect: addr.to_string(),
+            server_name: None,
+            trust: Trust::Insecure,
+            transport: TransportOptions::default(),
+            session: SenderConfig::default(),
+            source: SourceSpec::Synthetic(
+                SourceKind::Fixed {
+                    fps: 100.0,
+                    frame_size: 1200,
+                },
+                1,
+            ),
+            duration: Some(Duration::from_secs(3)),
+            connect_timeout: Duration::from_secs(5),
+            status: false,
+        },
+        never,
+    ));
+    let hostile_addr = hostile(addr).await;
+    let good = good.await.unwrap().unwrap();
+    trigger.trigger();
+    let outcomes = server.await.unwrap();
+    assert_eq!(outcomes.len(), 2);
+
+    let bad = outcomes
+        .iter()
+        .find(|o| o.report.peer == hostile_addr.to_string())
+        .expect("hostile session");
+    let r = &bad.report;
+    let d = &r.datagrams.dropped;
+    assert_eq!(d.truncated, 1, "{d:?}");
+    assert_eq!(d.unknown_version, 1, "{d:?}");
+    assert_eq!(d.unknown_type, 1, "{d:?}");
+    assert_eq!(d.reserved_flags, 1, "{d:?}");
+    assert_eq!(d.bad_geometry, 1, "{d:?}");
+    assert_eq!(d.bad_length, 1, "{d:?}");
+    assert_eq!(d.too_large, 1, "{d:?}");
+    assert_eq!(d.decompress_failed, 1, "{d:?}");
+    assert_eq!(r.control_errors.unknown_type, 1);
+    assert_eq!(r.control_errors.oversized, 1);
+    let re = r.reassembly.expect("reassembly counters");
+    assert!(
+        re.evicted >= 1000,
+        "half-finished frames beyond 256 are evicted: {re:?}"
+    );
+    assert_eq!(r.frames.played, 1, "the one valid frame plays");
+    assert_eq!(r.end, "complete");
+
+    let ok = outcomes
+        .iter()
+        .find(|o| o.report.peer != hostile_addr.to_string())
+        .unwrap();
+    let played = ok.report.frames.played;
+    let sent = good.report.frames.sent;
+    assert!(
+        sent >= 290 && played * 100 >= sent * 99,
+        "neighbour played {played} of {sent}"
+    );
+    assert_eq!(ok.report.datagrams.dropped.total, 0);
+}
