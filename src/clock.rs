@@ -29,12 +29,19 @@ impl ClockAnchor {
         Self { at, unix_us }
     }
 
-    /// Reads the system clock: for shells only (the core takes an anchor as configuration).
+    /// The process's anchor, read from the system clock on first use: for shells only (the core
+    /// takes an anchor as configuration). Every session in a process shares it, so two sessions
+    /// in one process map instants identically.
+    pub fn system() -> Self {
+        static ANCHOR: std::sync::OnceLock<ClockAnchor> = std::sync::OnceLock::new();
+        *ANCHOR.get_or_init(Self::read_system)
+    }
+
     #[expect(
         clippy::disallowed_methods,
         reason = "the shells' one reading of the wall clock"
     )]
-    pub fn system() -> Self {
+    fn read_system() -> Self {
         let unix_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
@@ -140,6 +147,9 @@ impl ClockSync {
     /// Records a coarse sample: the peer's clock as stated in its hello, against the local time
     /// the hello arrived. Used only until the first exchange completes.
     pub fn on_hello(&mut self, peer_clock_us: u64, local_us: u64) {
+        if peer_clock_us == 0 {
+            return; // not given
+        }
         let diff = i128::from(peer_clock_us) - i128::from(local_us);
         self.coarse = i64::try_from(diff).ok();
     }

@@ -218,6 +218,10 @@ impl Decompressor {
                 }
             }
         }
+        if self.inflate.total_in() != input.len() as u64 {
+            // Bytes after the end of the DEFLATE stream: not what a sender produces.
+            return Err(DecompressError::Corrupt);
+        }
         if out.len() != declared {
             return Err(DecompressError::TooShort {
                 got: out.len(),
@@ -325,6 +329,9 @@ mod tests {
             d.decompress(&[0xff; 64], 4000),
             Err(DecompressError::Corrupt)
         );
+        let mut trailing = packed.to_vec();
+        trailing.extend_from_slice(b"junk");
+        assert_eq!(d.decompress(&trailing, 4000), Err(DecompressError::Corrupt));
         // The decompressor recovers after errors.
         assert_eq!(&d.decompress(&packed, 4000).unwrap()[..], &input[..]);
     }

@@ -1,6 +1,6 @@
 //! Cuts a frame into datagrams that fit the connection's current maximum datagram size.
 //!
-//! All fragments of a frame have `ceil(frame_len / count)` bytes (the last one fewer), so FEC can
+//! All fragments of a frame have `ceil(frame_len / count)` bytes (the last one no more), so FEC can
 //! later treat them as equal shards and the receiver can place each from its index alone. The
 //! datagrams of a frame are built into one buffer (one allocation and one copy per frame) and
 //! handed out as zero-copy slices of it.

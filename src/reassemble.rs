@@ -215,6 +215,12 @@ impl Partial {
         self.buf.len() + self.have.len() * 8
     }
 
+    fn same_frame_recut(&self, h: &FragmentHeader) -> bool {
+        let a = &self.header;
+        (a.flags, a.capture_us, a.frame_len, a.payload_len)
+            == (h.flags, h.capture_us, h.frame_len, h.payload_len)
+    }
+
     fn same_frame(&self, h: &FragmentHeader) -> bool {
         let a = &self.header;
         (a.flags, a.capture_us, a.frame_len, a.payload_len, a.count)
@@ -297,6 +303,13 @@ impl Reassembler {
         if let Some(p) = self.partial.get(&seq)
             && !p.same_frame(&header)
         {
+            // A sender re-cuts a frame only to smaller fragments (the path's datagram size
+            // shrank), so the cut with more fragments is the newer one: a late fragment of the
+            // older cut is stale, and does not restart reassembly again.
+            if p.same_frame_recut(&header) && header.count < p.header.count {
+                self.stats.stale += 1;
+                return Err(Rejected::Stale);
+            }
             self.stats.geometry_resets += 1;
             self.remove(seq);
             reset = true;
@@ -589,9 +602,13 @@ mod tests {
         feed(&mut r, now, &big[0]).unwrap();
         let small: Vec<_> = Fragments::new(&f, 1000).unwrap().collect();
         let mut done = None;
-        for d in &small {
+        for (i, d) in small.iter().enumerate() {
             if let Ok(Accepted::Complete { frame, .. }) = feed(&mut r, now, d) {
                 done = Some(frame);
+            }
+            if i == 0 {
+                // A late fragment of the old cut does not undo the new one.
+                assert_eq!(feed(&mut r, now, &big[1]), Err(Rejected::Stale));
             }
         }
         assert_eq!(done.unwrap().body, f.body);

@@ -328,6 +328,48 @@ fn sigterm_on_the_receiver_flushes_waiting_frames_and_ends_the_sender() {
         played * 500,
         "every played frame is in the file"
     );
+    // The sender's goodbye came after the receiver's: its counts still reached the report.
+    let sent = num(s, "frames.sent");
+    assert!(sent >= played, "{s:#}");
+    assert_eq!(
+        played + num(s, "frames.late") + num(s, "frames.lost"),
+        num(s, "frames.transmitted"),
+        "{s:#}"
+    );
+}
+
+#[test]
+fn sessions_past_the_limit_are_refused_with_the_reason() {
+    let mut rx = start_receiver(&["--max-sessions", "1"]);
+    let mut first = send_bin();
+    first.args([
+        "--connect",
+        &rx.addr,
+        "--cert-sha256",
+        &rx.fingerprint,
+        "--quiet",
+    ]);
+    let first = Proc::spawn(first);
+    rx.proc.wait_for("[s1"); // the first session's status line: it is being served
+    let mut second = send_bin();
+    second.args([
+        "--connect",
+        &rx.addr,
+        "--cert-sha256",
+        &rx.fingerprint,
+        "--quiet",
+        "--duration",
+        "1s",
+    ]);
+    let (status, err) = Proc::spawn(second).finish();
+    assert!(!status.success());
+    assert!(
+        err.contains("limit of 1 sessions") && err.contains("--max-sessions"),
+        "{err}"
+    );
+    first.signal("INT");
+    let (status, err) = first.finish();
+    assert!(status.success(), "{err}");
 }
 
 #[test]

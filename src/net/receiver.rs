@@ -166,7 +166,7 @@ impl Receiver {
                 inc = endpoint.accept(), if accepting => match inc {
                     Some(incoming) if tasks.len() >= opts.max_sessions => {
                         warn!(peer = %incoming.remote_address(), max = opts.max_sessions, "session limit reached; connection refused");
-                        incoming.refuse();
+                        tokio::spawn(refuse(incoming, opts.max_sessions));
                     }
                     Some(incoming) => {
                         let id = next_id;
@@ -337,8 +337,9 @@ async fn serve(
                                     break;
                                 }
                             }
+                            // The connection stays open until the sender closes it (or a
+                            // timeout), so what is written here still gets delivered.
                             let _ = send.finish();
-                            let _ = send.stopped().await;
                         }));
                         ctl_tx = Some(tx);
                         ctl_recv = Some(recv);
@@ -359,14 +360,28 @@ async fn serve(
             () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
-    // Let the goodbye reach the sender (it closes the connection when it has it).
+    // Let the goodbye reach the sender (it closes the connection when it has it), and take the
+    // sender's goodbye if it comes after ours (when this side ended first).
     drop(ctl_tx);
     let end = session.end().cloned().unwrap_or(End::Complete);
     if matches!(end, End::Complete | End::Shutdown) {
         if let Some(w) = ctl_writer {
             let _ = tokio::time::timeout(CLOSE_WAIT, w).await;
         }
-        let _ = tokio::time::timeout(CLOSE_WAIT, conn.closed()).await;
+        let give_up = tokio::time::sleep(CLOSE_WAIT);
+        tokio::pin!(give_up);
+        loop {
+            tokio::select! {
+                _ = conn.closed() => break,
+                () = &mut give_up => break,
+                r = async { match ctl_recv.as_mut() { Some(s) => s.read_chunk(64 * 1024, true).await, None => std::future::pending().await } }, if ctl_recv.is_some() => {
+                    match r {
+                        Ok(Some(chunk)) => session.handle_control(now(), &chunk.bytes),
+                        Ok(None) | Err(_) => ctl_recv = None,
+                    }
+                }
+            }
+        }
     }
     conn.close(
         quinn::VarInt::from_u32(end.close_code().code()),
@@ -384,6 +399,22 @@ async fn serve(
         report,
         delays: session.delays().clone(),
     })
+}
+
+/// Completes the handshake and closes at once with REFUSED and a reason the sender can print.
+async fn refuse(incoming: quinn::Incoming, max: usize) {
+    let Ok(connecting) = incoming.accept() else {
+        return;
+    };
+    if let Ok(Ok(conn)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
+        let reason =
+            format!("the receiver is at its limit of {max} sessions (rtq-recv --max-sessions)");
+        conn.close(
+            quinn::VarInt::from_u32(crate::wire::CloseCode::Refused.code()),
+            reason.as_bytes(),
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+    }
 }
 
 /// Writes a frame; returns whether writing has failed (reported once).

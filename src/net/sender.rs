@@ -187,16 +187,20 @@ async fn drive(
 
     // The control stream: opened now (the hello goes first), written by its own task.
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<Bytes>(64);
+    let mut ctl_writer = None;
     let mut ctl_recv = match conn.open_bi().await {
         Ok((mut send, recv)) => {
-            tokio::spawn(async move {
+            ctl_writer = Some(tokio::spawn(async move {
                 while let Some(b) = ctl_rx.recv().await {
                     if send.write_all(&b).await.is_err() {
-                        break;
+                        return;
                     }
                 }
+                // Finished: wait until the receiver has read everything (our goodbye), so that
+                // closing the connection does not discard it.
                 let _ = send.finish();
-            });
+                let _ = send.stopped().await;
+            }));
             Some(recv)
         }
         Err(e) => {
@@ -315,6 +319,10 @@ async fn drive(
         }
     }
     drop(pending);
+    drop(ctl_tx);
+    if let Some(w) = ctl_writer {
+        let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
+    }
     let end = session.end().cloned().unwrap_or(End::Complete);
     let code = end.close_code();
     conn.close(

@@ -87,8 +87,8 @@ impl ReceiverConfig {
         if !(0.5..=1.0).contains(&j.percentile) {
             return Err("jitter percentile must be between 0.5 and 1.0".into());
         }
-        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&self.report_interval) {
-            return Err("report interval must be between 10ms and 10s".into());
+        if !(Duration::from_millis(100)..=Duration::from_secs(1)).contains(&self.report_interval) {
+            return Err("report interval must be between 100ms and 1s".into());
         }
         let r = &self.reassembly;
         if r.max_frames == 0 || r.max_bytes == 0 || r.max_frame_bytes == 0 {
@@ -381,19 +381,31 @@ impl ReceiverSession {
     }
 
     /// Feeds bytes read from the control stream.
+    ///
+    /// Once the session is over, only a late goodbye from the sender is still taken, for its
+    /// counts (a receiver that ended first learns how many frames were sent).
     pub fn handle_control(&mut self, now: Instant, data: &[u8]) {
         self.decoder.push(data);
         while let Some(msg) = self.decoder.next_message() {
             match msg {
+                Ok(ControlMessage::Goodbye(g)) if self.phase == Phase::Done => self.late_goodbye(g),
+                Ok(_) if self.phase == Phase::Done => {}
                 Ok(m) => self.on_message(now, m),
                 Err(e) => {
                     debug!(%e, "control message skipped");
                     self.stats.control_errors.record(&e);
                 }
             }
-            if self.phase == Phase::Done {
-                return;
-            }
+        }
+    }
+
+    /// The sender's goodbye after this side ended: keep its counts; frames it transmitted that
+    /// never arrived are lost.
+    fn late_goodbye(&mut self, g: Goodbye) {
+        if self.peer_goodbye.is_none() {
+            self.peer_goodbye = Some(g);
+            self.jitter
+                .finish(g.frames_transmitted.max(self.jitter.next_seq()));
         }
     }
 

@@ -109,9 +109,10 @@ pub struct SenderStats {
     pub keyframes: u64,
     /// Frames dropped unsent, by reason.
     pub dropped: SenderDrops,
-    /// Payload bytes pushed.
+    /// Payload bytes of the frames accepted for sending (not refused as too large or stale on
+    /// arrival; later drops included).
     pub bytes_payload: u64,
-    /// Bytes after compression of the frames pushed.
+    /// The same frames' bytes after compression.
     pub bytes_compressed: u64,
     /// Datagrams handed out.
     pub datagrams: u64,
@@ -263,7 +264,6 @@ impl SenderSession {
         }
         let len = frame.data.len();
         self.stats.frames_sent += 1;
-        self.stats.bytes_payload += len as u64;
         if frame.keyframe {
             self.stats.keyframes += 1;
         }
@@ -279,6 +279,7 @@ impl SenderSession {
             self.stats.dropped.stale += 1;
             return Ok(());
         }
+        self.stats.bytes_payload += len as u64;
         let mut flags = FrameFlags::empty();
         if frame.keyframe {
             flags = flags.with(FrameFlags::KEYFRAME);
@@ -415,6 +416,9 @@ impl SenderSession {
 
     /// Feeds bytes read from the control stream.
     pub fn handle_control(&mut self, now: Instant, data: &[u8]) {
+        if self.phase == Phase::Done {
+            return;
+        }
         self.decoder.push(data);
         while let Some(msg) = self.decoder.next_message() {
             match msg {
@@ -457,6 +461,10 @@ impl SenderSession {
                     );
                 } else {
                     debug!(software = %h.software, "receiver hello");
+                    if h.max_frame_bytes > 0 {
+                        // Frames the receiver would refuse are better dropped here, counted.
+                        self.cfg.max_frame_bytes = self.cfg.max_frame_bytes.min(h.max_frame_bytes);
+                    }
                     self.peer_hello = Some(h);
                 }
             }
@@ -556,10 +564,6 @@ impl SenderSession {
         if matches!(self.phase, Phase::Running | Phase::Draining) {
             self.discard_queue();
             self.send_goodbye(now);
-            self.timers.set(
-                Timer::Close,
-                now + self.cfg.close_timeout.min(Duration::from_secs(1)),
-            );
         }
         if self.phase != Phase::Done {
             self.end = Some(End::Shutdown);
@@ -617,7 +621,14 @@ impl SenderSession {
             complete: g.frames_complete,
             played: g.frames_played,
             late: g.frames_late,
-            lost: g.frames_lost,
+            // Frames transmitted after the receiver counted (it ended first) were lost to it.
+            lost: match self.peer_goodbye {
+                Some(g) => g.frames_lost.max(
+                    st.frames_transmitted
+                        .saturating_sub(g.frames_played + g.frames_late),
+                ),
+                None => 0,
+            },
             keyframes: st.keyframes,
             dropped_by_sender: st.dropped,
         };

@@ -46,7 +46,8 @@ pub struct Hello {
     pub version: u8,
     /// The role the peer takes.
     pub role: Role,
-    /// The peer's clock when it sent the hello, µs (a first, coarse clock-offset sample).
+    /// The peer's clock when it sent the hello, µs (a first, coarse clock-offset sample; 0 means
+    /// not given).
     pub clock_us: u64,
     /// Largest frame (after decompression) the peer sends or accepts, bytes.
     pub max_frame_bytes: u32,
@@ -119,7 +120,8 @@ counter_message! {
         frames_lost = 0x0005,
         /// Fragments accepted.
         fragments_received = 0x0006,
-        /// Datagrams dropped as malformed or over a limit.
+        /// Datagrams dropped as malformed or over a limit, plus frames that failed to
+        /// decompress.
         datagrams_dropped = 0x0007,
         /// RFC 3550 §6.4.1 interarrival jitter of frames, µs.
         jitter_us = 0x0008,
@@ -375,22 +377,23 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ControlError> {
     let bad = || ControlError::Malformed("hello");
     let mut r = Reader::new(body);
     let version = r.u8().ok_or_else(bad)?;
-    let role = match r.u8().ok_or_else(bad)? {
-        0 => Role::Sender,
-        1 => Role::Receiver,
-        _ => return Err(bad()),
-    };
     let mut hello = Hello {
         version,
-        role,
+        role: Role::Sender,
         clock_us: 0,
         max_frame_bytes: 0,
         software: String::new(),
     };
     if version != VERSION {
-        // Parameters of other versions may mean other things; the version is all we read.
+        // Everything after the version may mean other things in other versions: the version is
+        // all we read, and the session refuses it.
         return Ok(hello);
     }
+    hello.role = match r.u8().ok_or_else(bad)? {
+        0 => Role::Sender,
+        1 => Role::Receiver,
+        _ => return Err(bad()),
+    };
     for param in Params::new(r.rest()) {
         let (key, value) = param?;
         match key {
@@ -687,7 +690,7 @@ mod tests {
 
     #[test]
     fn hello_of_another_version_still_reports_its_version() {
-        let mut body = vec![VERSION + 1, 0];
+        let mut body = vec![VERSION + 1, 7]; // 7 is no role in version 1: not even looked at
         body.extend_from_slice(&[0xff; 7]); // parameters of a future layout
         let m = ControlMessage::decode(T_HELLO, &body).unwrap();
         assert!(matches!(m, ControlMessage::Hello(h) if h.version == VERSION + 1));

@@ -11,7 +11,7 @@
 //! +-------------------------------+---------------+---------------+-------+-------+
 //! ```
 //! All integers are big-endian. A frame of `frame_len` bytes is cut into `count` fragments of
-//! `ceil(frame_len / count)` bytes each (the last one shorter), so a fragment's offset and length
+//! `ceil(frame_len / count)` bytes each (the last one no longer), so a fragment's offset and length
 //! follow from `index`; a fragment whose length disagrees is malformed.
 
 use super::{Reader, VERSION};

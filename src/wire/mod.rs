@@ -38,7 +38,7 @@ pub enum CloseCode {
     Refused = 3,
     /// The process is shutting down (Ctrl-C, SIGTERM) before the session finished.
     Shutdown = 4,
-    /// The session idled out at the application level.
+    /// The peer's goodbye did not come in time.
     Timeout = 5,
 }
 
