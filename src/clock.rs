@@ -76,6 +76,12 @@ impl ClockAnchor {
     }
 }
 
+/// `a − b` in microseconds, saturating instead of overflowing (timestamps come from the network).
+pub fn diff_us(a: u64, b: u64) -> i64 {
+    let d = i128::from(a) - i128::from(b);
+    i64::try_from(d).unwrap_or(if d > 0 { i64::MAX } else { i64::MIN })
+}
+
 /// How the receiver maps the sender's timestamps onto its own clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClockMode {

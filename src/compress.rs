@@ -193,6 +193,7 @@ impl Decompressor {
         loop {
             let before_in = self.inflate.total_in();
             let before_out = self.inflate.total_out();
+            // Never past the end: total_in counts only bytes taken from `input`.
             let consumed = usize::try_from(before_in)
                 .unwrap_or(usize::MAX)
                 .min(input.len());

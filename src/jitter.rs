@@ -282,9 +282,11 @@ impl JitterBuffer {
         if self.slots.contains_key(&seq) {
             return Inserted::Duplicate;
         }
-        let transit = i64::try_from(i128::from(now_us) - i128::from(frame.capture_us)).unwrap_or(0);
+        let transit = crate::clock::diff_us(now_us, frame.capture_us);
         if self.target_raw.is_none() {
-            let start = transit + micros(self.cfg.headroom) + micros(self.cfg.start_margin);
+            let start = transit
+                .saturating_add(micros(self.cfg.headroom))
+                .saturating_add(micros(self.cfg.start_margin));
             self.target_raw = Some(self.clamp_raw(start));
             self.last_goal_us = now_us;
             self.last_decay_us = now_us;
@@ -339,7 +341,7 @@ impl JitterBuffer {
             let dt = now_us.saturating_sub(self.last_decay_us) as f64;
             let tau = self.cfg.decay.as_micros().max(1) as f64;
             let keep = (-dt / tau).exp();
-            goal + ((current - goal) as f64 * keep).round() as i64
+            goal.saturating_add((current.saturating_sub(goal) as f64 * keep).round() as i64)
         };
         self.last_decay_us = now_us;
         self.target_raw = Some(next);

@@ -110,6 +110,9 @@ pub enum Rejected {
     /// The frame is larger than allowed.
     #[error("frame larger than the limit")]
     TooLarge,
+    /// The fragment's length disagrees with its header.
+    #[error("fragment length disagrees with its header")]
+    Malformed,
 }
 
 /// Remembers which of the most recent [`SeqWindow::SPAN`] sequence numbers are finished.
@@ -277,6 +280,10 @@ impl Reassembler {
         expires: Instant,
     ) -> Result<Accepted, Rejected> {
         let seq = header.seq;
+        if body.len() != header.range().len() {
+            // `FragmentHeader::parse` guarantees this; callers that build headers must too.
+            return Err(Rejected::Malformed);
+        }
         let max = self.limits.max_frame_bytes;
         if header.frame_len > max || header.payload_len > max {
             self.stats.too_large += 1;

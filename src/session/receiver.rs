@@ -14,7 +14,7 @@ use tracing::{debug, trace};
 
 use super::sender::{ratio, to_wire};
 use super::{End, SOFTWARE, queue_control};
-use crate::clock::{ClockAnchor, ClockMode, ClockSync};
+use crate::clock::{ClockAnchor, ClockMode, ClockSync, diff_us};
 use crate::compress::Decompressor;
 use crate::jitter::{Inserted, JitterBuffer, JitterConfig, PlayedFrame, ReadyFrame};
 use crate::reassemble::{Accepted, Assembled, Reassembler, ReassemblyLimits};
@@ -308,7 +308,7 @@ impl ReceiverSession {
     fn on_first_fragment(&mut self, now: Instant, h: &FragmentHeader) {
         self.stats.frames_received += 1;
         self.next_seq_seen = self.next_seq_seen.max(h.seq.saturating_add(1));
-        let transit = self.anchor.micros(now) as i64 - h.capture_us as i64;
+        let transit = diff_us(self.anchor.micros(now), h.capture_us);
         self.interarrival.update(transit);
     }
 
@@ -336,7 +336,7 @@ impl ReceiverSession {
         let offset = self.clock.offset_us();
         self.delays
             .network
-            .record(now_us as i64 - h.capture_us as i64 + offset);
+            .record(diff_us(now_us, h.capture_us).saturating_add(offset));
         let ready = ReadyFrame {
             seq: h.seq,
             capture_us: h.capture_us,
@@ -363,13 +363,14 @@ impl ReceiverSession {
 
     fn record_played(&mut self, p: &PlayedFrame) {
         let f = &p.frame;
-        let capture_local = f.capture_us as i64 - self.clock.offset_us();
+        // capture on this clock = capture_us − offset; the delays are differences from it.
+        let offset = self.clock.offset_us();
         self.delays
             .jitter_buffer
-            .record(p.played_us as i64 - f.complete_us as i64);
+            .record(diff_us(p.played_us, f.complete_us));
         self.delays
             .end_to_end
-            .record(p.played_us as i64 - capture_local);
+            .record(diff_us(p.played_us, f.capture_us).saturating_add(offset));
         if f.flags.contains(FrameFlags::KEYFRAME) {
             self.stats.keyframes_played += 1;
         }

@@ -151,7 +151,7 @@ impl InterarrivalJitter {
     /// constant offset cancels).
     pub fn update(&mut self, transit_us: i64) {
         if let Some(prev) = self.last_transit {
-            let d = (transit_us - prev).unsigned_abs() as f64;
+            let d = transit_us.saturating_sub(prev).unsigned_abs() as f64;
             self.jitter += (d - self.jitter) / 16.0;
         }
         self.last_transit = Some(transit_us);

@@ -187,6 +187,7 @@ impl DatagramDrops {
             Rejected::Stale => self.stale += 1,
             Rejected::TooFarAhead => self.too_far_ahead += 1,
             Rejected::TooLarge => self.too_large += 1,
+            Rejected::Malformed => self.bad_length += 1,
         }
         self.total += 1;
     }
