@@ -120,6 +120,97 @@ async fn wait_for_signal() -> &'static str {
     "Ctrl-C"
 }
 
+/// The control stream, served by two small tasks so that the session loop only waits on
+/// channels: one writes what the session produces, one forwards what arrives.
+#[derive(Debug)]
+pub(crate) struct ControlPipe {
+    tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    open: bool,
+    writer: tokio::task::JoinHandle<()>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPipe {
+    /// Chunks waiting in each direction at most.
+    const DEPTH: usize = 64;
+
+    /// Starts serving `send` and `recv`. With `await_read`, finishing waits until the peer has
+    /// read everything written (so that closing the connection then loses nothing).
+    pub(crate) fn spawn(
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        await_read: bool,
+    ) -> Self {
+        let (tx, mut out) = tokio::sync::mpsc::channel::<bytes::Bytes>(Self::DEPTH);
+        let (fwd, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(Self::DEPTH);
+        let writer = tokio::spawn(async move {
+            while let Some(b) = out.recv().await {
+                if send.write_all(&b).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+            if await_read {
+                let _ = send.stopped().await;
+            }
+        });
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(chunk)) = recv.read_chunk(64 * 1024, true).await {
+                if fwd.send(chunk.bytes).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            tx: Some(tx),
+            rx,
+            open: true,
+            writer,
+            reader,
+        }
+    }
+
+    /// Queues bytes for the peer (waits while the writer is behind).
+    pub(crate) async fn send(&self, b: bytes::Bytes) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(b).await;
+        }
+    }
+
+    /// The next chunk from the peer; `None` once the stream has ended (then [`is_open`] is
+    /// false).
+    pub(crate) async fn recv(&mut self) -> Option<bytes::Bytes> {
+        let chunk = self.rx.recv().await;
+        self.open &= chunk.is_some();
+        chunk
+    }
+
+    /// Whether the peer's side may still send.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Finishes our side and waits (at most `wait`) until it is written, or read by the peer.
+    pub(crate) async fn finish(mut self, wait: Duration) {
+        self.tx = None;
+        let _ = tokio::time::timeout(wait, &mut self.writer).await;
+        self.reader.abort();
+    }
+
+    /// Finishes our side without waiting, handing back the reader for what still arrives.
+    pub(crate) fn close_write(&mut self) -> tokio::task::JoinHandle<()> {
+        self.tx = None;
+        std::mem::replace(&mut self.writer, tokio::spawn(async {}))
+    }
+}
+
+impl Drop for ControlPipe {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 /// Interval of status lines.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 

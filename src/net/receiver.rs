@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::io::{Output, SessionOutput, Stream};
 use super::tls::{Fingerprint, Identity, server_config};
 use super::transport::{TransportOptions, transport_config};
-use super::{STATUS_INTERVAL, Shutdown, explain, now, quic_report};
+use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
 use crate::clock::{ClockAnchor, ClockMode};
 use crate::session::{End, ReceiverConfig, ReceiverSession};
 use crate::stats::Delays;
@@ -251,27 +250,27 @@ async fn serve(
         }
     };
 
-    let mut early_control: Vec<Bytes> = Vec::new();
-    let mut ctl_tx: Option<mpsc::Sender<Bytes>> = None;
-    let mut ctl_writer: Option<tokio::task::JoinHandle<()>> = None;
-    let mut ctl_recv: Option<quinn::RecvStream> = None;
+    let mut ctl: Option<ControlPipe> = None;
     let mut ctl_accepted = false;
     let mut write_failed = false;
     let start = now();
     let mut next_status = start + STATUS_INTERVAL;
     let mut last_bytes = 0u64;
+    // Lives across iterations: re-arming a timer per datagram costs more than checking it.
+    let mut armed = start + Duration::from_secs(3600);
+    let sleep = tokio::time::sleep_until(armed.into());
+    tokio::pin!(sleep);
     loop {
         let t = now();
         session.handle_timeout(t);
         while let Some(p) = session.poll_frame(t) {
             write_failed |= write_frame(&mut out, p.frame.data, write_failed).await;
         }
-        while let Some(b) = session.poll_control() {
-            match &ctl_tx {
-                Some(tx) => {
-                    let _ = tx.send(b).await;
-                }
-                None => early_control.push(b),
+        // Until the sender opens the control stream, control output waits in the session,
+        // whose backlog is bounded (periodic messages are dropped past it).
+        if let Some(c) = &ctl {
+            while let Some(b) = session.poll_control() {
+                c.send(b).await;
             }
         }
         if status && t >= next_status {
@@ -298,16 +297,16 @@ async fn serve(
         if session.is_done() {
             break;
         }
-        let wake = session
+        let mut wake = session
             .poll_timeout()
-            .map_or(next_status, |w| w.min(next_status));
-        let wake = if status {
-            wake
-        } else {
-            session
-                .poll_timeout()
-                .unwrap_or(t + Duration::from_secs(3600))
-        };
+            .unwrap_or(t + Duration::from_secs(3600));
+        if status {
+            wake = wake.min(next_status);
+        }
+        if wake != armed {
+            armed = wake;
+            sleep.as_mut().reset(wake.into());
+        }
         tokio::select! {
             biased;
             () = shutdown.wait() => {
@@ -326,24 +325,9 @@ async fn serve(
             bi = conn.accept_bi(), if !ctl_accepted => {
                 ctl_accepted = true;
                 match bi {
-                    Ok((mut send, recv)) => {
-                        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-                        for b in early_control.drain(..) {
-                            let _ = tx.try_send(b);
-                        }
-                        ctl_writer = Some(tokio::spawn(async move {
-                            while let Some(b) = rx.recv().await {
-                                if send.write_all(&b).await.is_err() {
-                                    break;
-                                }
-                            }
-                            // The connection stays open until the sender closes it (or a
-                            // timeout), so what is written here still gets delivered.
-                            let _ = send.finish();
-                        }));
-                        ctl_tx = Some(tx);
-                        ctl_recv = Some(recv);
-                    }
+                    // The connection stays open until the sender closes it (or a timeout), so
+                    // what is written needs no wait for the sender's reading.
+                    Ok((send, recv)) => ctl = Some(ControlPipe::spawn(send, recv, false)),
                     Err(e) => {
                         for p in session.connection_lost(now(), &explain(&e)) {
                             write_failed |= write_frame(&mut out, p.frame.data, write_failed).await;
@@ -351,33 +335,31 @@ async fn serve(
                     }
                 }
             }
-            r = async { match ctl_recv.as_mut() { Some(s) => s.read_chunk(64 * 1024, true).await, None => std::future::pending().await } }, if ctl_recv.is_some() => {
-                match r {
-                    Ok(Some(chunk)) => session.handle_control(now(), &chunk.bytes),
-                    Ok(None) | Err(_) => ctl_recv = None,
+            chunk = async { match ctl.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } }, if ctl.as_ref().is_some_and(ControlPipe::is_open) => {
+                if let Some(chunk) = chunk {
+                    session.handle_control(now(), &chunk);
                 }
             }
-            () = tokio::time::sleep_until(wake.into()) => {}
+            () = &mut sleep => {}
         }
     }
     // Let the goodbye reach the sender (it closes the connection when it has it), and take the
     // sender's goodbye if it comes after ours (when this side ended first).
-    drop(ctl_tx);
     let end = session.end().cloned().unwrap_or(End::Complete);
-    if matches!(end, End::Complete | End::Shutdown) {
-        if let Some(w) = ctl_writer {
-            let _ = tokio::time::timeout(CLOSE_WAIT, w).await;
-        }
+    if let Some(mut c) = ctl
+        && matches!(end, End::Complete | End::Shutdown)
+    {
+        let writer = c.close_write();
+        let _ = tokio::time::timeout(CLOSE_WAIT, writer).await;
         let give_up = tokio::time::sleep(CLOSE_WAIT);
         tokio::pin!(give_up);
         loop {
             tokio::select! {
                 _ = conn.closed() => break,
                 () = &mut give_up => break,
-                r = async { match ctl_recv.as_mut() { Some(s) => s.read_chunk(64 * 1024, true).await, None => std::future::pending().await } }, if ctl_recv.is_some() => {
-                    match r {
-                        Ok(Some(chunk)) => session.handle_control(now(), &chunk.bytes),
-                        Ok(None) | Err(_) => ctl_recv = None,
+                chunk = c.recv(), if c.is_open() => {
+                    if let Some(chunk) = chunk {
+                        session.handle_control(now(), &chunk);
                     }
                 }
             }

@@ -4,16 +4,15 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::io::{Input, Stream};
 use super::tls::{Trust, client_config};
 use super::transport::{TransportOptions, transport_config};
-use super::{STATUS_INTERVAL, Shutdown, explain, now, quic_report};
+use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
 use crate::clock::ClockAnchor;
 use crate::session::{End, SenderConfig, SenderSession};
 use crate::source::{SourceKind, SyntheticSource};
@@ -185,30 +184,22 @@ async fn drive(
     };
     let stop_at = opts.duration.map(|d| start + d);
 
-    // The control stream: opened now (the hello goes first), written by its own task.
-    let (ctl_tx, mut ctl_rx) = mpsc::channel::<Bytes>(64);
-    let mut ctl_writer = None;
-    let mut ctl_recv = match conn.open_bi().await {
-        Ok((mut send, recv)) => {
-            ctl_writer = Some(tokio::spawn(async move {
-                while let Some(b) = ctl_rx.recv().await {
-                    if send.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-                // Finished: wait until the receiver has read everything (our goodbye), so that
-                // closing the connection does not discard it.
-                let _ = send.finish();
-                let _ = send.stopped().await;
-            }));
-            Some(recv)
-        }
+    // The control stream: opened now (the hello goes first), served by two small tasks.
+    let mut ctl = match conn.open_bi().await {
+        Ok((send, recv)) => Some(ControlPipe::spawn(send, recv, true)),
         Err(e) => {
             session.connection_lost(now(), &explain(&e));
             None
         }
     };
 
+    // Futures that live across iterations: re-creating them per datagram would cost a lock or
+    // a timer registration each time.
+    let closed = conn.closed();
+    tokio::pin!(closed);
+    let mut armed = start + Duration::from_secs(3600);
+    let sleep = tokio::time::sleep_until(armed.into());
+    tokio::pin!(sleep);
     let mut pending: Option<PendingSend<'_>> = None;
     let mut status = Status::new(start);
     let mut stopping = false;
@@ -231,23 +222,27 @@ async fn drive(
             session.finish(t);
         }
         session.handle_timeout(t);
-        while let Some(b) = session.poll_control() {
-            if ctl_tx.send(b).await.is_err() {
-                break;
+        if let Some(c) = &ctl {
+            while let Some(b) = session.poll_control() {
+                c.send(b).await;
             }
         }
         if pending.is_none() {
             let max = conn.max_datagram_size().unwrap_or(0);
             while let Some(d) = session.poll_datagram(t, max) {
-                if d.len() <= conn.datagram_send_buffer_space() {
-                    // Fits: quinn queues it without dropping an older one.
-                    if let Err(e) = conn.send_datagram(d) {
+                // Queue it without letting quinn drop an older one: `send_datagram_wait` takes
+                // it at once when there is room, and otherwise waits (polled below).
+                let mut send = Box::pin(conn.send_datagram_wait(d));
+                match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => {
                         debug!(%e, "send_datagram failed");
                         break;
                     }
-                } else {
-                    pending = Some(Box::pin(conn.send_datagram_wait(d)));
-                    break;
+                    Poll::Pending => {
+                        pending = Some(send);
+                        break;
+                    }
                 }
             }
         }
@@ -270,7 +265,11 @@ async fn drive(
         {
             wake = Some(wake.map_or(src.next_due(), |w| w.min(src.next_due())));
         }
-        let sleep_until = wake.unwrap_or_else(|| t + Duration::from_secs(3600));
+        let wake = wake.unwrap_or_else(|| t + Duration::from_secs(3600));
+        if wake != armed {
+            armed = wake;
+            sleep.as_mut().reset(wake.into());
+        }
         let want_input =
             input.is_some() && session.is_running() && session.queued_bytes() < INPUT_QUEUE_LIMIT;
         tokio::select! {
@@ -285,14 +284,9 @@ async fn drive(
                     debug!(%e, "datagram not sent");
                 }
             }
-            r = async { match ctl_recv.as_mut() { Some(s) => s.read_chunk(64 * 1024, true).await, None => std::future::pending().await } }, if ctl_recv.is_some() => {
-                match r {
-                    Ok(Some(chunk)) => session.handle_control(now(), &chunk.bytes),
-                    Ok(None) => ctl_recv = None,
-                    Err(e) => {
-                        debug!(%e, "control stream ended");
-                        ctl_recv = None;
-                    }
+            chunk = async { match ctl.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } }, if ctl.as_ref().is_some_and(ControlPipe::is_open) => {
+                if let Some(chunk) = chunk {
+                    session.handle_control(now(), &chunk);
                 }
             }
             f = async { match input.as_mut() { Some(i) => i.next().await, None => std::future::pending().await } }, if want_input => {
@@ -312,16 +306,16 @@ async fn drive(
                     }
                 }
             }
-            e = conn.closed() => {
+            e = &mut closed => {
                 session.connection_lost(now(), &explain(&e));
             }
-            () = tokio::time::sleep_until(sleep_until.into()) => {}
+            () = &mut sleep => {}
         }
     }
     drop(pending);
-    drop(ctl_tx);
-    if let Some(w) = ctl_writer {
-        let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
+    if let Some(c) = ctl {
+        // Our goodbye must be read before the close, or the close would discard it.
+        c.finish(Duration::from_secs(1)).await;
     }
     let end = session.end().cloned().unwrap_or(End::Complete);
     let code = end.close_code();
