@@ -23,7 +23,7 @@ use crate::stats::Delays;
 /// Without --cert/--key, a self-signed certificate is made for this run, and the command line
 /// that pins it is printed. Status lines and summaries go to stderr.
 #[derive(Debug, Parser)]
-#[command(name = "rtq-recv", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "rtq-recv", version, after_help = AFTER_HELP)]
 pub struct RecvArgs {
     /// Address and UDP port to listen on.
     #[arg(long, default_value = "0.0.0.0:4433", value_name = "ADDR:PORT")]

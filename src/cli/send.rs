@@ -22,7 +22,7 @@ use crate::source::SourceKind;
 /// against the system's trust store; --insecure skips the check (tests only). Status lines and
 /// the summary go to stderr.
 #[derive(Debug, Parser)]
-#[command(name = "rtq-send", version, about, long_about = None, after_help = AFTER_HELP)]
+#[command(name = "rtq-send", version, after_help = AFTER_HELP)]
 pub struct SendArgs {
     /// Receiver to connect to.
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "loopback")]
@@ -101,10 +101,14 @@ pub enum SourceChoice {
 
 const AFTER_HELP: &str = "\
 Examples:
-  rtq-send --loopback                                          # demo on this machine
+  rtq-send --loopback                        # a whole session on this machine
   rtq-send --connect 127.0.0.1:4433 --ca certs/cert.pem --duration 10s
-  rtq-send --connect 10.0.0.2:4433 --cert-sha256 AB:CD:... --source fixed --frame-size 1000 --fps 1000
-  ffmpeg -re -i in.mp4 -c copy -f mpegts - | rtq-send --connect 10.0.0.2:4433 --ca certs/cert.pem --input -";
+  rtq-send --connect 10.0.0.2:4433 --cert-sha256 AB:CD:...:EF \\
+           --source fixed --frame-size 1000 --fps 1000
+  ffmpeg -re -i in.mp4 -c copy -f mpegts - | \\
+    rtq-send --connect 10.0.0.2:4433 --ca certs/cert.pem --input -
+
+Status lines and the summary go to stderr; --stats-json writes the report (see README.md).";
 
 /// Frame size cut from --input unless --frame-size says otherwise.
 const INPUT_CHUNK: u64 = 1316;
