@@ -105,7 +105,7 @@ impl Default for JitterConfig {
             headroom: Duration::from_millis(2),
             start_margin: Duration::from_millis(10),
             window: Duration::from_secs(10),
-            max_samples: 2048,
+            max_samples: 4096,
             decay: Duration::from_secs(1),
             min_delay: Duration::ZERO,
             max_delay: Duration::from_secs(2),
@@ -150,6 +150,9 @@ pub enum Inserted {
     Duplicate,
     /// No room: dropped.
     Overflow,
+    /// Due further ahead than the maximum delay (a capture time in the future): dropped, as it
+    /// would hold back every frame after it.
+    TooEarly,
 }
 
 /// Counters of the jitter buffer.
@@ -163,6 +166,8 @@ pub struct JitterStats {
     pub lost: u64,
     /// Frames dropped for lack of room.
     pub overflow: u64,
+    /// Frames dropped because their playout time was beyond the maximum delay.
+    pub too_early: u64,
 }
 
 #[derive(Debug)]
@@ -181,15 +186,53 @@ pub struct JitterBuffer {
     next_seq: u64,
     offset_us: i64,
     target_raw: Option<i64>,
-    samples: VecDeque<(u64, i64)>,
-    scratch: Vec<i64>,
-    last_goal_us: u64,
+    samples: SlidingWindow,
     last_decay_us: u64,
     stats: JitterStats,
 }
 
-/// How often the adaptive goal is recomputed when no sample asks for more.
-const GOAL_INTERVAL_US: u64 = 100_000;
+/// Samples of the last `window` (at most `max` of them), with any percentile at hand: a
+/// time-ordered ring plus the same values kept sorted. Adding a sample costs two binary searches
+/// and two short memory moves; reading a percentile is an index — no periodic sort that would
+/// stall the receiver once in a while.
+#[derive(Debug, Default)]
+struct SlidingWindow {
+    by_time: VecDeque<(u64, i64)>,
+    sorted: Vec<i64>,
+}
+
+impl SlidingWindow {
+    /// Adds `value` seen at `at`, then drops samples older than `horizon` or beyond `max`.
+    fn push(&mut self, at: u64, value: i64, horizon: u64, max: usize) {
+        self.by_time.push_back((at, value));
+        let pos = self.sorted.partition_point(|&x| x < value);
+        self.sorted.insert(pos, value);
+        while self.by_time.len() > max || self.by_time.front().is_some_and(|&(t, _)| t < horizon) {
+            let Some((_, old)) = self.by_time.pop_front() else {
+                break;
+            };
+            let i = self.sorted.partition_point(|&x| x < old);
+            if self.sorted.get(i) == Some(&old) {
+                self.sorted.remove(i);
+            }
+        }
+    }
+
+    /// The `p` quantile (0..=1) of the samples held (nearest rank), if any.
+    fn percentile(&self, p: f64) -> Option<i64> {
+        let n = self.sorted.len();
+        if n == 0 {
+            return None;
+        }
+        let rank = ((p.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n) - 1;
+        self.sorted.get(rank).copied()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_time.len()
+    }
+}
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -205,9 +248,7 @@ impl JitterBuffer {
             next_seq: 0,
             offset_us: 0,
             target_raw: None,
-            samples: VecDeque::new(),
-            scratch: Vec::new(),
-            last_goal_us: 0,
+            samples: SlidingWindow::default(),
             last_decay_us: 0,
             stats: JitterStats::default(),
         };
@@ -275,6 +316,10 @@ impl JitterBuffer {
         let seq = frame.seq;
         if seq < self.next_seq {
             // Playout already passed it, counting it lost; it completed after all.
+            debug_assert!(
+                self.stats.lost > 0,
+                "a frame behind playout was counted lost"
+            );
             self.stats.lost = self.stats.lost.saturating_sub(1);
             self.stats.late += 1;
             return Inserted::Late;
@@ -288,11 +333,15 @@ impl JitterBuffer {
                 .saturating_add(micros(self.cfg.headroom))
                 .saturating_add(micros(self.cfg.start_margin));
             self.target_raw = Some(self.clamp_raw(start));
-            self.last_goal_us = now_us;
             self.last_decay_us = now_us;
         }
         let due = self.playout_us(frame.capture_us).unwrap_or(0);
-        let outcome = if now_us > due {
+        let horizon =
+            now_us.saturating_add(u64::try_from(micros(self.cfg.max_delay)).unwrap_or(u64::MAX));
+        let outcome = if due > horizon {
+            self.stats.too_early += 1;
+            return Inserted::TooEarly;
+        } else if now_us > due {
             // Without room for the marker, playout will count the frame lost instead; the
             // totals still add up.
             if self.slots.len() < self.cfg.max_frames {
@@ -318,23 +367,17 @@ impl JitterBuffer {
         if self.cfg.mode != JitterMode::Adaptive {
             return;
         }
-        self.samples.push_back((now_us, transit));
         let horizon = now_us.saturating_sub(u64::try_from(micros(self.cfg.window)).unwrap_or(0));
-        while self.samples.len() > self.cfg.max_samples.max(1)
-            || self.samples.front().is_some_and(|&(at, _)| at < horizon)
-        {
-            self.samples.pop_front();
-        }
+        self.samples
+            .push(now_us, transit, horizon, self.cfg.max_samples.max(1));
         let Some(current) = self.target_raw else {
             return;
         };
-        let needs_more = transit.saturating_add(micros(self.cfg.headroom)) > current;
-        if !needs_more && now_us.saturating_sub(self.last_goal_us) < GOAL_INTERVAL_US {
-            return;
-        }
-        self.last_goal_us = now_us;
-        let wanted = self.percentile().saturating_add(micros(self.cfg.headroom));
-        let goal = self.clamp_raw(wanted);
+        let p99 = self
+            .samples
+            .percentile(self.cfg.percentile)
+            .unwrap_or(transit);
+        let goal = self.clamp_raw(p99.saturating_add(micros(self.cfg.headroom)));
         let next = if goal >= current {
             goal
         } else {
@@ -345,18 +388,6 @@ impl JitterBuffer {
         };
         self.last_decay_us = now_us;
         self.target_raw = Some(next);
-    }
-
-    fn percentile(&mut self) -> i64 {
-        self.scratch.clear();
-        self.scratch.extend(self.samples.iter().map(|&(_, t)| t));
-        if self.scratch.is_empty() {
-            return 0;
-        }
-        let n = self.scratch.len();
-        let p = self.cfg.percentile.clamp(0.0, 1.0);
-        let rank = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-        *self.scratch.select_nth_unstable(rank).1
     }
 
     /// When the next frame is due (µs, receiver clock), if any is held.
@@ -493,7 +524,8 @@ mod tests {
                 played: 2,
                 late: 0,
                 lost: 1,
-                overflow: 0
+                overflow: 0,
+                ..Default::default()
             }
         );
     }
@@ -524,7 +556,8 @@ mod tests {
                 played: 1,
                 late: 1,
                 lost: 0,
-                overflow: 0
+                overflow: 0,
+                ..Default::default()
             }
         );
         // A frame completing after playout skipped it moves from lost to late.
@@ -538,7 +571,8 @@ mod tests {
                 played: 2,
                 late: 2,
                 lost: 0,
-                overflow: 0
+                overflow: 0,
+                ..Default::default()
             }
         );
     }
@@ -584,6 +618,16 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_from_the_future_does_not_hold_back_playout() {
+        let mut jb = fixed(50);
+        let far = 3_600_000 * MS; // captured "an hour from now"
+        assert_eq!(jb.insert(0, frame(0, far, 0)), Inserted::TooEarly);
+        arrive(&mut jb, 1, 5);
+        assert_eq!(jb.poll(83 * MS).unwrap().frame.seq, 1);
+        assert_eq!(jb.stats().too_early, 1);
+    }
+
+    #[test]
     fn bounded_by_frames() {
         let mut jb = JitterBuffer::new(JitterConfig {
             mode: JitterMode::Fixed(Duration::from_secs(1)),
@@ -614,7 +658,8 @@ mod tests {
                 played: 2,
                 late: 0,
                 lost: 4,
-                overflow: 0
+                overflow: 0,
+                ..Default::default()
             }
         );
         assert_eq!(jb.bytes(), 0);
@@ -636,7 +681,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn sliding_window_forgets_by_time_and_count() {
+        let mut w = SlidingWindow::default();
+        for i in 0..10u64 {
+            w.push(i * 100, i as i64, 0, 5);
+        }
+        assert_eq!(w.len(), 5);
+        assert_eq!(w.percentile(0.0), Some(5));
+        assert_eq!(w.percentile(1.0), Some(9));
+        w.push(2000, 0, 1000, 5); // everything before t = 1000 expires
+        assert_eq!((w.len(), w.percentile(0.5)), (1, Some(0)));
+    }
+
     proptest! {
+        /// The window's percentiles equal those of a plain sort of the samples it should hold.
+        #[test]
+        fn sliding_window_matches_a_sort(
+            values in proptest::collection::vec(-1000i64..1000, 1..400),
+            max in 1usize..100,
+            span in 1u64..200,
+            p in 0.0f64..=1.0,
+        ) {
+            let mut w = SlidingWindow::default();
+            for (i, &v) in values.iter().enumerate() {
+                let at = i as u64 * 3;
+                w.push(at, v, at.saturating_sub(span), max);
+            }
+            let last = (values.len() - 1) as u64 * 3;
+            let horizon = last.saturating_sub(span);
+            let mut kept: Vec<i64> = values.iter().enumerate()
+                .filter(|&(i, _)| i as u64 * 3 >= horizon)
+                .map(|(_, &v)| v).collect();
+            let from = kept.len().saturating_sub(max);
+            kept.drain(..from);
+            kept.sort();
+            let rank = ((p * kept.len() as f64).ceil() as usize).clamp(1, kept.len()) - 1;
+            prop_assert_eq!(w.len(), kept.len());
+            prop_assert_eq!(w.percentile(p), Some(kept[rank]));
+        }
+
         /// Whatever the arrival order and timing: frames come out in strictly increasing
         /// sequence order, and at the end every sequence number is played, late or lost once.
         #[test]
