@@ -6,15 +6,16 @@
 //!   not fit evicts the oldest partial frames (lowest sequence numbers: the ones most likely
 //!   already late);
 //! - a frame may not declare more than `max_frame_bytes`, before or after decompression;
-//! - sequence numbers more than `max_jump` ahead of the highest seen are refused, so a peer
-//!   cannot make the receiver skip (and count) billions of frames;
+//! - sequence numbers more than `max_jump` ahead of the highest seen are refused, so one
+//!   datagram cannot move the window arbitrarily far (a peer stepping forward gradually only
+//!   inflates its own session's loss count);
 //! - each partial frame has a give-up deadline, set by the caller when its first fragment
 //!   arrives; [`Reassembler::expire`] drops those past it.
 //!
 //! Sequence numbers already completed or given up are remembered in a window of
 //! [`SeqWindow::SPAN`] numbers, so that late duplicates are recognised and not reassembled twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -155,10 +156,19 @@ impl SeqWindow {
         if advance >= Self::SPAN {
             self.bits.fill(0);
         } else {
-            for s in self.top + 1..=seq {
+            // Clear the bits of top+1..=seq, a whole word at a time where possible.
+            let mut s = self.top + 1;
+            while s <= seq {
                 let (w, b) = Self::slot(s);
-                if let Some(word) = self.bits.get_mut(w) {
+                let Some(word) = self.bits.get_mut(w) else {
+                    break;
+                };
+                if s.is_multiple_of(64) && seq - s >= 63 {
+                    *word = 0;
+                    s += 64;
+                } else {
                     *word &= !b;
+                    s += 1;
                 }
             }
         }
@@ -218,6 +228,10 @@ impl Partial {
         self.buf.len() + self.have.len() * 8
     }
 
+    fn footprint_of(h: &FragmentHeader) -> usize {
+        h.frame_len as usize + usize::from(h.count).div_ceil(64) * 8
+    }
+
     fn same_frame_recut(&self, h: &FragmentHeader) -> bool {
         let a = &self.header;
         (a.flags, a.capture_us, a.frame_len, a.payload_len)
@@ -236,6 +250,8 @@ impl Partial {
 pub struct Reassembler {
     limits: ReassemblyLimits,
     partial: BTreeMap<u64, Partial>,
+    /// The partial frames by give-up deadline, so that expiry never scans.
+    expiries: BTreeSet<(Instant, u64)>,
     bytes: usize,
     done: SeqWindow,
     stats: ReassemblyStats,
@@ -333,13 +349,16 @@ impl Reassembler {
                 };
                 return Ok(Accepted::Complete { frame, first });
             }
-            let p = Partial::new(header, now, expires);
-            if p.footprint() > self.limits.max_bytes {
+            // Check the bound before allocating anything.
+            let footprint = Partial::footprint_of(&header);
+            if footprint > self.limits.max_bytes {
                 self.stats.too_large += 1;
                 return Err(Rejected::TooLarge);
             }
-            self.make_room(p.footprint());
+            self.make_room(footprint);
+            let p = Partial::new(header, now, expires);
             self.bytes += p.footprint();
+            self.expiries.insert((p.expires, seq));
             self.partial.insert(seq, p);
         }
         let Some(p) = self.partial.get_mut(&seq) else {
@@ -394,6 +413,7 @@ impl Reassembler {
     fn take(&mut self, seq: u64) -> Option<Partial> {
         let p = self.partial.remove(&seq)?;
         self.bytes -= p.footprint();
+        self.expiries.remove(&(p.expires, seq));
         Some(p)
     }
 
@@ -403,38 +423,22 @@ impl Reassembler {
 
     /// Gives up every partial frame whose deadline is at or before `now`; returns how many.
     pub fn expire(&mut self, now: Instant) -> usize {
-        let expired: Vec<u64> = self
-            .partial
-            .iter()
-            .filter(|(_, p)| p.expires <= now)
-            .map(|(&s, _)| s)
-            .collect();
-        for &seq in &expired {
-            self.remove(seq);
-            self.done.insert(seq);
-        }
-        self.stats.expired += expired.len() as u64;
-        expired.len()
-    }
-
-    /// Gives up every partial frame with a sequence number below `seq`.
-    pub fn give_up_below(&mut self, seq: u64) -> usize {
         let mut n = 0;
-        while let Some((&s, _)) = self.partial.first_key_value() {
-            if s >= seq {
+        while let Some(&(at, seq)) = self.expiries.first() {
+            if at > now {
                 break;
             }
-            self.remove(s);
-            self.done.insert(s);
-            self.stats.expired += 1;
+            self.remove(seq);
+            self.done.insert(seq);
             n += 1;
         }
+        self.stats.expired += n as u64;
         n
     }
 
     /// The earliest give-up deadline among partial frames.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.partial.values().map(|p| p.expires).min()
+        self.expiries.first().map(|&(at, _)| at)
     }
 }
 
@@ -637,6 +641,39 @@ mod tests {
     }
 
     proptest! {
+        /// The bit window answers exactly as a plain set of the finished numbers within the
+        /// last SPAN would.
+        #[test]
+        fn seq_window_matches_a_set(ops in proptest::collection::vec((any::<bool>(), 0u64..3000, any::<bool>()), 1..300)) {
+            let mut w = SeqWindow::default();
+            let mut set = std::collections::HashSet::new();
+            let mut top = 0u64;
+            let mut cursor = 0u64;
+            for (jump, delta, insert) in ops {
+                // Mostly small steps, sometimes jumps of up to ~3 windows.
+                cursor = if jump { cursor + delta * 64 } else { cursor.saturating_sub(delta) + delta / 2 };
+                let seq = cursor;
+                if seq > top {
+                    set.retain(|&x| x <= top);
+                    top = seq;
+                }
+                if insert {
+                    w.insert(seq);
+                    let below = top >= SeqWindow::SPAN && seq <= top - SeqWindow::SPAN;
+                    if !below {
+                        set.insert(seq);
+                    }
+                } else {
+                    w.observe(seq);
+                }
+                for probe in [seq, seq.saturating_sub(1), seq.saturating_sub(64), seq.saturating_sub(SeqWindow::SPAN - 1)] {
+                    let below = top >= SeqWindow::SPAN && probe <= top - SeqWindow::SPAN;
+                    let expect = probe <= top && !below && set.contains(&probe);
+                    prop_assert_eq!(w.contains(probe), expect, "probe {} top {}", probe, top);
+                }
+            }
+        }
+
         /// Under any loss, duplication and reordering, every frame that got all its fragments
         /// through comes out exactly once and intact; nothing else does; memory returns to zero.
         #[test]
