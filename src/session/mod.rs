@@ -19,7 +19,7 @@ mod receiver;
 mod sender;
 
 pub use receiver::{ReceiverConfig, ReceiverSession, ReceiverStats};
-pub use sender::{FrameRejected, SenderConfig, SenderSession, SenderStats};
+pub use sender::{FrameRejected, Outgoing, SenderConfig, SenderSession, SenderStats};
 
 use crate::wire::CloseCode;
 

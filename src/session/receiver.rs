@@ -51,6 +51,9 @@ pub struct ReceiverConfig {
     /// After the sender's goodbye, how long to wait beyond the playout delay for the last
     /// frames.
     pub linger: Duration,
+    /// A sender whose hello has not come this long after the connection is dropped (it would
+    /// hold a session slot for nothing).
+    pub hello_timeout: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -64,6 +67,7 @@ impl Default for ReceiverConfig {
             ping_interval: Duration::from_secs(1),
             late_grace: Duration::from_millis(200),
             linger: Duration::from_millis(500),
+            hello_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +97,21 @@ impl ReceiverConfig {
         let r = &self.reassembly;
         if r.max_frames == 0 || r.max_bytes == 0 || r.max_frame_bytes == 0 {
             return Err("reassembly limits must be at least 1".into());
+        }
+        let frame_fits = (r.max_frame_bytes as usize) <= r.max_bytes.min(j.max_bytes);
+        if !frame_fits {
+            return Err(format!(
+                "frame-size limit {} exceeds the reassembly or jitter-buffer memory bound ({})",
+                crate::units::format_bytes(u64::from(r.max_frame_bytes)),
+                crate::units::format_bytes(r.max_bytes.min(j.max_bytes) as u64)
+            ));
+        }
+        let hour = Duration::from_secs(3600);
+        if j.max_delay > hour || self.hello_timeout > hour || self.linger > hour {
+            return Err("delays and timeouts above 1 hour are not supported".into());
+        }
+        if self.hello_timeout.is_zero() {
+            return Err("hello timeout 0 would drop every sender".into());
         }
         Ok(())
     }
@@ -162,6 +181,7 @@ pub struct ReceiverSession {
     timers: Timers,
     pings_sent: u32,
     next_seq_seen: u64,
+    close_due: bool,
     peer_hello: Option<Hello>,
     peer_goodbye: Option<Goodbye>,
     delays: Delays,
@@ -188,6 +208,7 @@ impl ReceiverSession {
             timers: Timers::default(),
             pings_sent: 0,
             next_seq_seen: 0,
+            close_due: false,
             peer_hello: None,
             peer_goodbye: None,
             delays: Delays::default(),
@@ -203,6 +224,7 @@ impl ReceiverSession {
         };
         queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
         s.timers.set(Timer::Ping, now);
+        s.timers.set(Timer::Idle, now + s.cfg.hello_timeout);
         s.timers.set(Timer::Report, now + s.cfg.report_interval);
         s
     }
@@ -347,7 +369,9 @@ impl ReceiverSession {
         match self.jitter.insert(now_us, ready) {
             Inserted::Buffered => trace!(seq = h.seq, "frame buffered"),
             Inserted::Late => debug!(seq = h.seq, "frame late"),
-            Inserted::Duplicate | Inserted::Overflow => debug!(seq = h.seq, "frame not buffered"),
+            Inserted::Duplicate | Inserted::Overflow | Inserted::TooEarly => {
+                debug!(seq = h.seq, "frame not buffered")
+            }
         }
     }
 
@@ -437,6 +461,7 @@ impl ReceiverSession {
                     );
                 } else {
                     debug!(software = %h.software, "sender hello");
+                    self.timers.stop(Timer::Idle);
                     self.clock.on_hello(h.clock_us, self.anchor.micros(now));
                     self.jitter.set_offset(self.clock.offset_us());
                     self.peer_hello = Some(h);
@@ -506,10 +531,8 @@ impl ReceiverSession {
     }
 
     fn maybe_finish(&mut self, now: Instant) {
-        if self.phase == Phase::Draining
-            && self.jitter.is_empty()
-            && self.jitter.next_seq() >= self.transmitted()
-        {
+        let all_played = self.jitter.is_empty() && self.jitter.next_seq() >= self.transmitted();
+        if self.phase == Phase::Draining && (all_played || self.close_due) {
             self.conclude(now, End::Complete);
         }
     }
@@ -519,7 +542,11 @@ impl ReceiverSession {
         if self.phase == Phase::Done {
             return;
         }
-        let end_seq = self.transmitted().max(self.jitter.next_seq());
+        // Every frame seen counts, also those still partial past the last one played.
+        let end_seq = self
+            .transmitted()
+            .max(self.jitter.next_seq())
+            .max(self.next_seq_seen);
         self.jitter.finish(end_seq);
         let summary = Summary {
             network: to_wire(&self.delays.network.summary()),
@@ -588,12 +615,26 @@ impl ReceiverSession {
                         .set(Timer::Report, now + self.cfg.report_interval);
                 }
                 Timer::Close => {
-                    // Frames still held are due after the wait: release what is due, give up
-                    // the rest.
-                    while self.poll_frame(now).is_some() {}
-                    self.conclude(now, End::Complete);
+                    // The drain wait is over: frames due now still go out through
+                    // `poll_frame`, which concludes the session once none is left due.
+                    self.close_due = true;
+                    if self
+                        .jitter
+                        .next_due_us()
+                        .is_none_or(|due| due > self.anchor.micros(now))
+                    {
+                        self.conclude(now, End::Complete);
+                    }
                 }
-                Timer::Idle => {}
+                Timer::Idle => {
+                    if self.peer_hello.is_none() {
+                        let why = format!(
+                            "no hello from the sender within {}",
+                            crate::units::format_duration(self.cfg.hello_timeout)
+                        );
+                        self.fail(now, CloseCode::ProtocolViolation, &why);
+                    }
+                }
             }
         }
     }
@@ -643,6 +684,9 @@ impl ReceiverSession {
     /// When the session next needs [`handle_timeout`](Self::handle_timeout) or
     /// [`poll_frame`](Self::poll_frame).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase == Phase::Done {
+            return None;
+        }
         [
             self.timers.next(),
             self.reassembler.next_expiry(),
@@ -671,6 +715,7 @@ impl ReceiverSession {
                 total: g.frames_dropped,
                 ..Default::default()
             },
+            output_dropped: 0,
         };
         let js = self.jitter.stats();
         SessionReport {
@@ -701,6 +746,7 @@ impl ReceiverSession {
                 target_delay_us: self.jitter.target_delay_us().unwrap_or(0),
                 interarrival_jitter_us: self.interarrival.micros(),
                 overflow: js.overflow,
+                too_early: js.too_early,
                 flushed: st.flushed,
             }),
             reassembly: Some(self.reassembler.stats()),
@@ -957,6 +1003,73 @@ mod tests {
         // The sender hears the goodbye and stops.
         p.step(Duration::from_millis(1));
         assert!(p.tx.is_done());
+    }
+
+    #[test]
+    fn frames_due_when_the_drain_ends_still_come_out() {
+        let mut p = Pair::new(fixed(100), Duration::ZERO);
+        for _ in 0..5 {
+            p.push(100);
+        }
+        p.tx.finish(p.now);
+        p.step(Duration::from_millis(1)); // datagrams and the sender's goodbye go across
+        p.step(Duration::from_millis(1));
+        assert!(p.played.is_empty(), "nothing is due before 100 ms");
+        // One late wake-up, long after both the frames' playout and the drain deadline.
+        p.step(Duration::from_secs(3));
+        p.step(Duration::from_millis(1));
+        assert_eq!(
+            p.played.len(),
+            5,
+            "the drain timer does not swallow due frames"
+        );
+        assert_eq!(p.rx.end(), Some(&End::Complete));
+        let r = p.rx.report(p.now);
+        assert_eq!((r.frames.played, r.frames.lost), (5, 0));
+    }
+
+    #[test]
+    fn frames_seen_past_playout_are_accounted_at_the_end() {
+        let mut p = Pair::new(fixed(50), Duration::ZERO);
+        let now = p.now;
+        let part = FragmentHeader {
+            flags: FrameFlags::empty(),
+            seq: 5,
+            capture_us: 1_700_000_000_000_000,
+            frame_len: 2000,
+            payload_len: 2000,
+            index: 0,
+            count: 2,
+        };
+        let mut d = vec![0u8; HEADER_LEN + 1000];
+        part.emit(&mut d);
+        p.rx.handle_datagram(now, Bytes::from(d));
+        p.rx.abort(now);
+        let r = p.rx.report(now);
+        assert_eq!(r.frames.received, 1);
+        assert_eq!(
+            r.frames.played + r.frames.late + r.frames.lost,
+            6,
+            "seqs 0..=5: {:?}",
+            r.frames
+        );
+    }
+
+    #[test]
+    fn a_sender_without_hello_is_dropped_after_the_timeout() {
+        let now = crate::test_instant();
+        let mut rx = ReceiverSession::new(ReceiverConfig::default(), ClockAnchor::new(now, 0), now);
+        rx.handle_timeout(now + Duration::from_secs(9));
+        assert!(!rx.is_done());
+        rx.handle_timeout(now + Duration::from_secs(10));
+        assert!(
+            matches!(rx.end(), Some(End::Protocol { reason, .. }) if reason.contains("no hello"))
+        );
+        assert_eq!(
+            rx.poll_timeout(),
+            None,
+            "a finished session asks for no wake-up"
+        );
     }
 
     #[test]

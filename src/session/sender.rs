@@ -73,6 +73,11 @@ impl SenderConfig {
         if self.deadline.is_zero() {
             return Err("deadline 0: frames could never be sent; use e.g. 500ms".into());
         }
+        if self.deadline > Duration::from_secs(3600)
+            || self.close_timeout > Duration::from_secs(3600)
+        {
+            return Err("deadlines and timeouts above 1 hour are not supported".into());
+        }
         if self.max_queue_frames == 0 || self.max_queue_bytes == 0 {
             return Err("send queue limits must be at least 1".into());
         }
@@ -81,6 +86,17 @@ impl SenderConfig {
         }
         Ok(())
     }
+}
+
+/// A datagram for the shell to hand to QUIC, with the deadline of its frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The datagram.
+    pub data: Bytes,
+    /// After this instant the datagram must not be sent (the frame is stale).
+    pub deadline: Instant,
+    /// The frame's last datagram.
+    pub last_of_frame: bool,
 }
 
 /// Why [`SenderSession::push_frame`] refused a frame (it is counted either way).
@@ -274,7 +290,10 @@ impl SenderSession {
                 return Err(FrameRejected::TooLarge(len));
             }
         };
-        let deadline = frame.capture + self.cfg.deadline;
+        let Some(deadline) = frame.capture.checked_add(self.cfg.deadline) else {
+            self.stats.dropped.stale += 1;
+            return Ok(());
+        };
         if deadline <= now {
             self.stats.dropped.stale += 1;
             return Ok(());
@@ -353,8 +372,16 @@ impl SenderSession {
 
     /// The next datagram to send, of at most `max_size` bytes (the connection's current maximum
     /// datagram size). The shell hands it to QUIC at once, without letting QUIC drop older
-    /// datagrams to make room.
+    /// datagrams to make room. See [`poll_outgoing`](Self::poll_outgoing) for a shell that may
+    /// have to hold a datagram back.
     pub fn poll_datagram(&mut self, now: Instant, max_size: usize) -> Option<Bytes> {
+        self.poll_outgoing(now, max_size).map(|o| o.data)
+    }
+
+    /// Like [`poll_datagram`](Self::poll_datagram), with what a shell needs when QUIC cannot
+    /// take the datagram at once: the frame's deadline, after which the datagram must not be
+    /// sent (give it back with [`abandon`](Self::abandon)).
+    pub fn poll_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
         self.expire(now);
         let front = self.queue.front_mut()?;
         let recut = front
@@ -397,13 +424,13 @@ impl SenderSession {
                 }
             }
         }
+        let deadline = front.deadline;
         let frags = front.frags.as_mut()?;
         let d = frags.next()?;
         self.stats.datagrams += 1;
         self.stats.bytes_datagrams += d.len() as u64;
-        if frags.remaining() == 0
-            && let Some(q) = self.queue.pop_front()
-        {
+        let last_of_frame = frags.remaining() == 0;
+        if last_of_frame && let Some(q) = self.queue.pop_front() {
             self.queued_bytes -= q.body.len();
             self.stats.frames_completed += 1;
             self.send_delay.record(micros_between(q.capture, now));
@@ -411,7 +438,27 @@ impl SenderSession {
                 self.send_goodbye(now);
             }
         }
-        Some(d)
+        Some(Outgoing {
+            data: d,
+            deadline,
+            last_of_frame,
+        })
+    }
+
+    /// The shell could not hand `out` to QUIC before its deadline (or is ending): the frame it
+    /// belongs to did not go out whole.
+    pub fn abandon(&mut self, out: &Outgoing) {
+        if out.last_of_frame {
+            // The frame had been counted complete when its last datagram was handed out.
+            self.stats.frames_completed = self.stats.frames_completed.saturating_sub(1);
+            self.stats.frames_truncated += 1;
+        }
+        // Otherwise the frame is still queued, and its own deadline counts it.
+    }
+
+    /// Whether the goodbye has been queued and the session waits for the receiver's.
+    pub fn is_closing(&self) -> bool {
+        self.phase == Phase::Closing
     }
 
     /// Feeds bytes read from the control stream.
@@ -631,6 +678,7 @@ impl SenderSession {
             },
             keyframes: st.keyframes,
             dropped_by_sender: st.dropped,
+            output_dropped: 0,
         };
         SessionReport {
             role: Role::Sender,
@@ -797,6 +845,21 @@ mod tests {
         assert_eq!(rest.len(), 4, "the whole frame again at the new size");
         assert_eq!(s.stats().recuts, 1);
         assert_eq!(s.stats().frames_transmitted, 1);
+    }
+
+    #[test]
+    fn an_abandoned_last_datagram_truncates_its_frame() {
+        let (mut s, t0) = setup();
+        s.push_frame(t0, frame(t0, 100)).unwrap();
+        let out = s.poll_outgoing(t0, 1200).unwrap();
+        assert!(out.last_of_frame);
+        assert_eq!(out.deadline, t0 + Duration::from_millis(500));
+        assert_eq!(s.stats().frames_completed, 1);
+        s.abandon(&out);
+        assert_eq!(
+            (s.stats().frames_completed, s.stats().frames_truncated),
+            (0, 1)
+        );
     }
 
     #[test]

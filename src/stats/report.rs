@@ -68,6 +68,9 @@ pub struct FrameReport {
     pub keyframes: u64,
     /// Frames the sender dropped without sending, by reason.
     pub dropped_by_sender: SenderDrops,
+    /// Receiver: played frames the output could not take (its consumer fell behind or failed).
+    #[serde(default)]
+    pub output_dropped: u64,
 }
 
 /// Why the sender dropped frames instead of sending them.
@@ -234,6 +237,10 @@ pub struct JitterReport {
     pub interarrival_jitter_us: u64,
     /// Frames dropped for lack of room.
     pub overflow: u64,
+    /// Frames dropped because they were due beyond the maximum delay (capture time in the
+    /// future).
+    #[serde(default)]
+    pub too_early: u64,
     /// Frames released early at shutdown so that none was lost.
     pub flushed: u64,
 }

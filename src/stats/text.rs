@@ -63,6 +63,13 @@ pub fn summary(title: &str, r: &SessionReport) -> String {
         r.compression_ratio,
         format_bytes(b.wire)
     );
+    if r.frames.output_dropped > 0 {
+        let _ = writeln!(
+            out,
+            "  output    {} played frames dropped: the output consumer fell behind",
+            r.frames.output_dropped
+        );
+    }
     if r.datagrams.dropped.total > 0 {
         let _ = writeln!(
             out,
