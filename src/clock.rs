@@ -2,7 +2,7 @@
 //!
 //! Sessions run on `now: Instant` supplied by their shell. Timestamps on the wire are microseconds
 //! since the Unix epoch of the sending host, derived from a [`ClockAnchor`] (one `Instant` and the
-//! wall-clock time read at the same moment by the shell). Two processes on one host therefore
+//! wall-clock time read at the same moment by the shell: `net::system_anchor`). Two processes on one host therefore
 //! share a time base; hosts synchronised by NTP or PTP nearly do.
 //!
 //! [`ClockSync`] estimates the offset between the sender's clock and the receiver's from
@@ -29,28 +29,6 @@ impl ClockAnchor {
         Self { at, unix_us }
     }
 
-    /// The process's anchor, read from the system clock on first use: for shells only (the core
-    /// takes an anchor as configuration). Every session in a process shares it, so two sessions
-    /// in one process map instants identically.
-    pub fn system() -> Self {
-        static ANCHOR: std::sync::OnceLock<ClockAnchor> = std::sync::OnceLock::new();
-        *ANCHOR.get_or_init(Self::read_system)
-    }
-
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the shells' one reading of the wall clock"
-    )]
-    fn read_system() -> Self {
-        let unix_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
-        Self {
-            at: Instant::now(),
-            unix_us,
-        }
-    }
-
     /// Microseconds since the Unix epoch at `now`.
     pub fn micros(&self, now: Instant) -> u64 {
         match now.checked_duration_since(self.at) {
@@ -68,7 +46,10 @@ impl ClockAnchor {
     /// The instant at which this clock reads `us`.
     pub fn instant(&self, us: u64) -> Instant {
         if us >= self.unix_us {
-            self.at + Duration::from_micros(us - self.unix_us)
+            // Timestamps come from the network: saturate a century ahead instead of overflowing.
+            let ahead = Duration::from_micros(us - self.unix_us)
+                .min(Duration::from_secs(100 * 365 * 86_400));
+            self.at.checked_add(ahead).unwrap_or(self.at)
         } else {
             let back = Duration::from_micros(self.unix_us - us);
             self.at.checked_sub(back).unwrap_or(self.at)

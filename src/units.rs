@@ -29,7 +29,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => return Err(bad()),
     };
-    Duration::try_from_secs_f64(value * secs).map_err(|_| bad())
+    let d = Duration::try_from_secs_f64(value * secs).map_err(|_| bad())?;
+    if d > Duration::from_secs(10 * 365 * 86_400) {
+        return Err(format!("duration `{s}`: at most 10 years"));
+    }
+    Ok(d)
 }
 
 /// Prints a duration in the largest unit that keeps it whole where possible (`50ms`, `1.5s`).

@@ -23,7 +23,7 @@ use rtq::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
 
 /// Capture time of the hostile frames: now (in the receiver's clock, as on one host).
 fn capture_us() -> u64 {
-    rtq::clock::ClockAnchor::system().unix_us
+    rtq::net::system_anchor().unix_us
 }
 
 fn fragment(h: FragmentHeader, body_len: usize) -> Bytes {

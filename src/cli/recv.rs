@@ -200,6 +200,8 @@ fn run(args: RecvArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(trigger_on_signals(trigger));
         anyhow::Ok(receiver.run(shutdown).await?)
     })?;
+    // Tasks blocked on stdio cannot be cancelled: do not wait for them.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
     write_reports(&args.report, &outcomes)?;
     let failed = outcomes
         .iter()

@@ -190,7 +190,7 @@ fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let session = args.session_config().map_err(anyhow::Error::msg)?;
     let transport = args.transport.options().map_err(anyhow::Error::msg)?;
     let rt = super::runtime()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let (trigger, shutdown) = Shutdown::new();
         tokio::spawn(trigger_on_signals(trigger));
         let mut opts = SendOptions {
@@ -267,7 +267,10 @@ fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::FAILURE
         })
-    })
+    });
+    // A task blocked reading stdin cannot be cancelled: do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 #[cfg(test)]

@@ -4,14 +4,18 @@
 //! returns what the stream has (at most `chunk` bytes) and that becomes a frame, captured at the
 //! time of the read. A pipe from a live encoder (`ffmpeg ... -f mpegts -`) therefore yields
 //! frames as the encoder writes them. Reading stops while the sender's queue is full, so a file
-//! read faster than the network goes is paced by it instead of dropped.
+//! read faster than the network goes is paced by it instead of dropped: reading pauses while
+//! 256 KiB wait in the sender's queue.
 //!
 //! **Output** (`rtq-recv --output PATH|-`): played frames are written in playout order, each in
-//! full, and flushed when no more frames are waiting. With several sessions, a path containing
+//! full, and flushed when no more frames are waiting. The queue to the writer is bounded (1024
+//! frames, 64 MiB); a consumer that falls behind loses frames at the output (counted as
+//! `frames.output_dropped`) rather than stalling the network side. With several sessions, a path containing
 //! `{id}` gives each session its own file; otherwise the first session to play a frame owns the
 //! output until it ends, and other sessions' frames are discarded (with a warning).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -123,16 +127,73 @@ impl Drop for Input {
     }
 }
 
+/// The sending side of a writer's queue, bounded in frames and in bytes.
+#[derive(Debug, Clone)]
+pub struct FrameTx {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Why a frame was not queued for output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The consumer is behind: the queue is full (frames or bytes).
+    Full,
+    /// The writer stopped (its error is reported when it is closed).
+    Closed,
+}
+
+impl FrameTx {
+    /// Queues a frame if the queue has room, without waiting.
+    pub fn try_send(&self, frame: Bytes) -> Result<(), Refused> {
+        let len = frame.len();
+        if self.queued.load(Ordering::Relaxed) + len > OUTPUT_BYTES
+            && self.queued.load(Ordering::Relaxed) > 0
+        {
+            return Err(Refused::Full);
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                self.queued.fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(Refused::Full),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Refused::Closed),
+        }
+    }
+
+    /// Queues a frame, waiting at most `wait` for room (used at shutdown, when every frame
+    /// still held goes out at once).
+    pub async fn send_within(
+        &self,
+        frame: Bytes,
+        wait: std::time::Duration,
+    ) -> Result<(), Refused> {
+        let len = frame.len();
+        match tokio::time::timeout(wait, self.tx.send(frame)).await {
+            Ok(Ok(())) => {
+                self.queued.fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Refused::Closed),
+            Err(_) => Err(Refused::Full),
+        }
+    }
+}
+
 /// A running writer of frames to one stream.
 #[derive(Debug)]
 pub struct Writer {
-    tx: mpsc::Sender<Bytes>,
+    tx: FrameTx,
     task: JoinHandle<std::io::Result<u64>>,
 }
 
-/// Frames queued for the writer at most; a slower consumer slows playout down rather than lose
-/// frames.
+/// Frames queued for the writer at most.
 const OUTPUT_QUEUE: usize = 1024;
+/// Bytes queued for the writer at most (a frame larger than this still goes alone).
+const OUTPUT_BYTES: usize = 64 << 20;
+/// How long closing waits for the consumer to take what is queued.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Writer {
     /// Opens `stream` for writing (creating or truncating a file).
@@ -152,11 +213,14 @@ impl Writer {
     /// Writes to any writer.
     pub fn from_writer(mut out: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written_back = Arc::clone(&queued);
         let task = tokio::spawn(async move {
             let mut written = 0u64;
             while let Some(frame) = rx.recv().await {
                 out.write_all(&frame).await?;
                 written += frame.len() as u64;
+                written_back.fetch_sub(frame.len(), Ordering::Relaxed);
                 if rx.is_empty() {
                     out.flush().await?;
                 }
@@ -164,19 +228,32 @@ impl Writer {
             out.flush().await?;
             Ok(written)
         });
-        Self { tx, task }
+        Self {
+            tx: FrameTx { tx, queued },
+            task,
+        }
     }
 
     /// A handle to send frames to the writer.
-    pub fn sender(&self) -> mpsc::Sender<Bytes> {
+    pub fn sender(&self) -> FrameTx {
         self.tx.clone()
     }
 
-    /// Waits until every frame sent so far is written and flushed; returns the bytes written.
-    /// Handles from [`sender`](Self::sender) must be dropped first.
+    /// Waits (at most a few seconds: the consumer may be stuck) until every frame sent so far is
+    /// written and flushed; returns the bytes written. Handles from [`sender`](Self::sender)
+    /// must be dropped first.
     pub async fn close(self) -> std::io::Result<u64> {
         drop(self.tx);
-        self.task.await.map_err(std::io::Error::other)?
+        let mut task = self.task;
+        match tokio::time::timeout(CLOSE_WAIT, &mut task).await {
+            Ok(r) => r.map_err(std::io::Error::other)?,
+            Err(_) => {
+                task.abort();
+                Err(std::io::Error::other(
+                    "the output consumer stopped taking data; closed without flushing",
+                ))
+            }
+        }
     }
 }
 
@@ -202,7 +279,7 @@ pub enum SessionOutput {
     /// Discard frames.
     Discard,
     /// Send frames to a shared writer owned by this session.
-    Shared(mpsc::Sender<Bytes>, Arc<Output>, u64),
+    Shared(FrameTx, Arc<Output>, u64),
     /// This session's own file.
     Own(Writer),
 }
@@ -263,16 +340,30 @@ impl Output {
 }
 
 impl SessionOutput {
-    /// Writes one frame (waits if the writer is behind).
-    pub async fn write(&mut self, frame: Bytes) -> std::io::Result<()> {
-        let tx = match self {
-            Self::Discard => return Ok(()),
-            Self::Shared(tx, ..) => tx,
-            Self::Own(w) => &w.tx,
-        };
-        tx.send(frame).await.map_err(|_| {
-            std::io::Error::other("output writer stopped (write error reported at exit)")
-        })
+    fn tx(&self) -> Option<&FrameTx> {
+        match self {
+            Self::Discard => None,
+            Self::Shared(tx, ..) => Some(tx),
+            Self::Own(w) => Some(&w.tx),
+        }
+    }
+
+    /// Queues one frame without waiting: a consumer that falls behind must not stall the
+    /// session (its frames would then be lost in the network buffers instead, uncounted).
+    pub fn try_write(&mut self, frame: Bytes) -> Result<(), Refused> {
+        self.tx().map_or(Ok(()), |tx| tx.try_send(frame))
+    }
+
+    /// Queues one frame, waiting at most `wait` for room.
+    pub async fn write_within(
+        &mut self,
+        frame: Bytes,
+        wait: std::time::Duration,
+    ) -> Result<(), Refused> {
+        match self.tx() {
+            None => Ok(()),
+            Some(tx) => tx.send_within(frame, wait).await,
+        }
     }
 
     /// Releases the output: a session's own file is flushed and closed; a shared one is handed
@@ -319,7 +410,9 @@ mod tests {
         let w = Writer::open(&Stream::Path(path.clone())).await.unwrap();
         let tx = w.sender();
         for i in 0..100u8 {
-            tx.send(Bytes::from(vec![i; 100])).await.unwrap();
+            tx.send_within(Bytes::from(vec![i; 100]), std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
         }
         drop(tx);
         assert_eq!(w.close().await.unwrap(), 10_000);
@@ -329,6 +422,25 @@ mod tests {
             back.chunks(100)
                 .enumerate()
                 .all(|(i, c)| c.iter().all(|&b| b == i as u8))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_consumer_gets_frames_refused_not_a_stalled_session() {
+        let (writer_end, _never_read) = tokio::io::duplex(1024);
+        let w = Writer::from_writer(Box::new(writer_end));
+        let tx = w.sender();
+        let mut refused = 0;
+        for _ in 0..(OUTPUT_QUEUE + 100) {
+            if tx.try_send(Bytes::from(vec![0u8; 100])) == Err(Refused::Full) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 100, "the queue is bounded: {refused}");
+        drop(tx);
+        assert!(
+            w.close().await.is_err(),
+            "closing gives up on a consumer that never reads"
         );
     }
 
@@ -354,7 +466,7 @@ mod tests {
         let template = dir.path().join("s{id}.bin");
         let out = Output::open(Some(&Stream::Path(template))).await.unwrap();
         let mut a = out.for_session(7).await.unwrap();
-        a.write(Bytes::from_static(b"seven")).await.unwrap();
+        a.try_write(Bytes::from_static(b"seven")).unwrap();
         a.close().await.unwrap();
         assert_eq!(std::fs::read(dir.path().join("s7.bin")).unwrap(), b"seven");
     }

@@ -6,10 +6,12 @@
 //! [`sender::run`] and [`receiver::Receiver`].
 //!
 //! **No silent loss in QUIC's send buffer.** quinn's `send_datagram` drops the oldest queued
-//! datagram when its buffer is full. The sender shell hands a datagram over only when
-//! `datagram_send_buffer_space()` has room for it; otherwise it waits with
-//! `send_datagram_wait`, and the session's own queue (which drops stale frames on purpose, and
-//! counts them) holds the rest.
+//! datagram when its buffer is full. The sender shell uses `send_datagram_wait`, which takes a
+//! datagram at once when there is room and otherwise waits; the session's own queue (which
+//! drops stale frames on purpose, and counts them) holds the rest, and a datagram still waiting
+//! when its frame's deadline passes is abandoned, counted. One loss remains outside rtq's
+//! control: when the path MTU shrinks, quinn discards queued datagrams that no longer fit (at
+//! most the 64 KiB buffer); those frames are counted lost by the receiver.
 
 pub mod io;
 pub mod receiver;
@@ -28,6 +30,25 @@ use tokio::sync::watch;
 )]
 pub fn now() -> Instant {
     Instant::now()
+}
+
+/// The process's clock anchor (see [`ClockAnchor`](crate::clock::ClockAnchor)), read from the
+/// system clock on first use. Every session in a process shares it, so sessions in one process
+/// map instants to timestamps identically.
+pub fn system_anchor() -> crate::clock::ClockAnchor {
+    static ANCHOR: std::sync::OnceLock<crate::clock::ClockAnchor> = std::sync::OnceLock::new();
+    *ANCHOR.get_or_init(read_system_clock)
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the shells' one reading of the wall clock"
+)]
+fn read_system_clock() -> crate::clock::ClockAnchor {
+    let unix_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    crate::clock::ClockAnchor::new(Instant::now(), unix_us)
 }
 
 /// A shutdown flag: set once (by a signal, or by the program), observed by every task.
@@ -171,10 +192,16 @@ impl ControlPipe {
         }
     }
 
-    /// Queues bytes for the peer (waits while the writer is behind).
-    pub(crate) async fn send(&self, b: bytes::Bytes) {
+    /// Whether [`try_send`](Self::try_send) would take a chunk now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.capacity() > 0)
+    }
+
+    /// Queues bytes for the peer if there is room (check [`has_room`](Self::has_room) first:
+    /// the session is the only producer, so room stays).
+    pub(crate) fn try_send(&self, b: bytes::Bytes) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(b).await;
+            let _ = tx.try_send(b);
         }
     }
 

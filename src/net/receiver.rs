@@ -3,17 +3,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::io::{Output, SessionOutput, Stream};
+use super::io::{Output, Refused, SessionOutput, Stream};
 use super::tls::{Fingerprint, Identity, server_config};
 use super::transport::{TransportOptions, transport_config};
 use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
-use crate::clock::{ClockAnchor, ClockMode};
+use crate::clock::ClockMode;
 use crate::session::{End, ReceiverConfig, ReceiverSession};
 use crate::stats::Delays;
 use crate::stats::report::SessionReport;
@@ -153,6 +154,7 @@ impl Receiver {
         let mut outcomes = Vec::new();
         let mut next_id = 1u64;
         let mut accepting = true;
+        let refusing = Arc::new(AtomicUsize::new(0));
         loop {
             if !accepting && tasks.is_empty() {
                 break;
@@ -165,7 +167,18 @@ impl Receiver {
                 inc = endpoint.accept(), if accepting => match inc {
                     Some(incoming) if tasks.len() >= opts.max_sessions => {
                         warn!(peer = %incoming.remote_address(), max = opts.max_sessions, "session limit reached; connection refused");
-                        tokio::spawn(refuse(incoming, opts.max_sessions));
+                        if refusing.load(Ordering::Relaxed) < MAX_REFUSALS {
+                            // Tell the sender why, through a full handshake...
+                            refusing.fetch_add(1, Ordering::Relaxed);
+                            let refusing = Arc::clone(&refusing);
+                            tokio::spawn(async move {
+                                refuse(incoming, opts.max_sessions).await;
+                                refusing.fetch_sub(1, Ordering::Relaxed);
+                            });
+                        } else {
+                            // ...unless that would be work for a flood: then at the QUIC level.
+                            incoming.refuse();
+                        }
                     }
                     Some(incoming) => {
                         let id = next_id;
@@ -206,6 +219,9 @@ impl Receiver {
     }
 }
 
+/// Refusals explained by a handshake at once at most; more get QUIC's CONNECTION_REFUSED.
+const MAX_REFUSALS: usize = 16;
+
 /// How long a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait, after our goodbye, for the sender to close the connection.
@@ -241,18 +257,17 @@ async fn serve(
     };
     let mut session_cfg = (*cfg).clone();
     session_cfg.clock = clock.mode_for(peer);
-    let mut session = ReceiverSession::new(session_cfg, ClockAnchor::system(), now());
-    let mut out = match output.for_session(id).await {
+    let mut session = ReceiverSession::new(session_cfg, super::system_anchor(), now());
+    let mut out = Sink::new(match output.for_session(id).await {
         Ok(o) => o,
         Err(e) => {
             warn!(%e, "cannot open this session's output; its frames are discarded");
             SessionOutput::Discard
         }
-    };
+    });
 
     let mut ctl: Option<ControlPipe> = None;
     let mut ctl_accepted = false;
-    let mut write_failed = false;
     let start = now();
     let mut next_status = start + STATUS_INTERVAL;
     let mut last_bytes = 0u64;
@@ -264,14 +279,15 @@ async fn serve(
         let t = now();
         session.handle_timeout(t);
         while let Some(p) = session.poll_frame(t) {
-            write_failed |= write_frame(&mut out, p.frame.data, write_failed).await;
+            out.write(p.frame.data);
         }
-        // Until the sender opens the control stream, control output waits in the session,
-        // whose backlog is bounded (periodic messages are dropped past it).
-        if let Some(c) = &ctl {
-            while let Some(b) = session.poll_control() {
-                c.send(b).await;
-            }
+        // Control output waits in the session (whose backlog is bounded: periodic messages are
+        // dropped past it) until the sender has opened the stream and reads it.
+        if let Some(c) = &ctl
+            && c.has_room()
+            && let Some(b) = session.poll_control()
+        {
+            c.try_send(b);
         }
         if status && t >= next_status {
             let st = session.stats();
@@ -307,32 +323,20 @@ async fn serve(
             armed = wake;
             sleep.as_mut().reset(wake.into());
         }
+        // Control first: it is little, and a burst of datagrams must not hold back the hello,
+        // the pongs (their arrival times are clock samples) or the goodbye.
         tokio::select! {
             biased;
             () = shutdown.wait() => {
-                for p in session.abort(now()) {
-                    write_failed |= write_frame(&mut out, p.frame.data, write_failed).await;
-                }
+                out.flush(session.abort(now())).await;
             }
-            d = conn.read_datagram() => match d {
-                Ok(d) => session.handle_datagram(now(), d),
-                Err(e) => {
-                    for p in session.connection_lost(now(), &explain(&e)) {
-                        write_failed |= write_frame(&mut out, p.frame.data, write_failed).await;
-                    }
-                }
-            },
             bi = conn.accept_bi(), if !ctl_accepted => {
                 ctl_accepted = true;
                 match bi {
                     // The connection stays open until the sender closes it (or a timeout), so
                     // what is written needs no wait for the sender's reading.
                     Ok((send, recv)) => ctl = Some(ControlPipe::spawn(send, recv, false)),
-                    Err(e) => {
-                        for p in session.connection_lost(now(), &explain(&e)) {
-                            write_failed |= write_frame(&mut out, p.frame.data, write_failed).await;
-                        }
-                    }
+                    Err(e) => out.flush(session.connection_lost(now(), &explain(&e))).await,
                 }
             }
             chunk = async { match ctl.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } }, if ctl.as_ref().is_some_and(ControlPipe::is_open) => {
@@ -340,6 +344,10 @@ async fn serve(
                     session.handle_control(now(), &chunk);
                 }
             }
+            d = conn.read_datagram() => match d {
+                Ok(d) => session.handle_datagram(now(), d),
+                Err(e) => out.flush(session.connection_lost(now(), &explain(&e))).await,
+            },
             () = &mut sleep => {}
         }
     }
@@ -369,13 +377,15 @@ async fn serve(
         quinn::VarInt::from_u32(end.close_code().code()),
         end.describe().as_bytes(),
     );
-    if let Err(e) = out.close().await {
+    let output_dropped = out.dropped;
+    if let Err(e) = out.out.close().await {
         warn!(%e, "output close failed");
     }
     let mut report = session.report(now());
     report.peer = peer.to_string();
     report.quic = quic_report(&conn);
     report.bytes.wire = conn.stats().udp_tx.bytes;
+    report.frames.output_dropped = output_dropped;
     Some(SessionOutcome {
         id,
         report,
@@ -399,17 +409,68 @@ async fn refuse(incoming: quinn::Incoming, max: usize) {
     }
 }
 
-/// Writes a frame; returns whether writing has failed (reported once).
-async fn write_frame(out: &mut SessionOutput, frame: Bytes, failed_before: bool) -> bool {
-    if failed_before {
-        return true;
-    }
-    match out.write(frame).await {
-        Ok(()) => false,
-        Err(e) => {
-            warn!(%e, "output failed; later frames are discarded");
-            eprintln!("rtq-recv: output failed: {e}");
-            true
+/// A session's output, as the session loop uses it.
+struct Sink {
+    out: SessionOutput,
+    failed: bool,
+    dropped: u64,
+}
+
+/// How long the shutdown flush waits for the consumer, per frame.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+impl Sink {
+    fn new(out: SessionOutput) -> Self {
+        Self {
+            out,
+            failed: false,
+            dropped: 0,
         }
+    }
+
+    /// Hands a played frame to the output without waiting; counts it if the consumer is
+    /// behind.
+    fn write(&mut self, frame: Bytes) {
+        if self.failed {
+            self.dropped += 1;
+            return;
+        }
+        match self.out.try_write(frame) {
+            Ok(()) => {}
+            Err(Refused::Full) => {
+                if self.dropped == 0 {
+                    warn!(
+                        "the output consumer is behind: frames are dropped at the output (counted)"
+                    );
+                }
+                self.dropped += 1;
+            }
+            Err(Refused::Closed) => self.fail(),
+        }
+    }
+
+    /// Writes frames released at shutdown, waiting (boundedly) for the consumer: nothing
+    /// received is lost to a momentarily slow reader.
+    async fn flush(&mut self, frames: Vec<crate::jitter::PlayedFrame>) {
+        for p in frames {
+            if self.failed {
+                self.dropped += 1;
+                continue;
+            }
+            match self.out.write_within(p.frame.data, FLUSH_WAIT).await {
+                Ok(()) => {}
+                Err(Refused::Full) => self.dropped += 1,
+                Err(Refused::Closed) => self.fail(),
+            }
+        }
+    }
+
+    fn fail(&mut self) {
+        self.failed = true;
+        self.dropped += 1;
+        warn!("output failed; later frames are discarded");
+        eprintln!(
+            "rtq-recv: output failed (the error follows at exit); later frames are discarded"
+        );
     }
 }

@@ -13,8 +13,7 @@ use super::io::{Input, Stream};
 use super::tls::{Trust, client_config};
 use super::transport::{TransportOptions, transport_config};
 use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
-use crate::clock::ClockAnchor;
-use crate::session::{End, SenderConfig, SenderSession};
+use crate::session::{End, Outgoing, SenderConfig, SenderSession};
 use crate::source::{SourceKind, SyntheticSource};
 use crate::stats::LatencyHistogram;
 use crate::stats::report::SessionReport;
@@ -177,7 +176,7 @@ async fn drive(
     mut shutdown: Shutdown,
 ) -> (SessionReport, LatencyHistogram) {
     let start = now();
-    let mut session = SenderSession::new(opts.session.clone(), ClockAnchor::system(), start);
+    let mut session = SenderSession::new(opts.session.clone(), super::system_anchor(), start);
     let mut synthetic = match &opts.source {
         SourceSpec::Synthetic(kind, seed) => Some(SyntheticSource::new(*kind, *seed, start)),
         SourceSpec::Input(..) => None,
@@ -185,10 +184,15 @@ async fn drive(
     let stop_at = opts.duration.map(|d| start + d);
 
     // The control stream: opened now (the hello goes first), served by two small tasks.
-    let mut ctl = match conn.open_bi().await {
+    let opened = tokio::select! {
+        r = conn.open_bi() => r.map_err(|e| explain(&e)),
+        () = tokio::time::sleep(opts.connect_timeout) => Err("the receiver grants no control stream (is it rtq-recv?)".into()),
+        () = shutdown.wait() => Err("interrupted".into()),
+    };
+    let mut ctl = match opened {
         Ok((send, recv)) => Some(ControlPipe::spawn(send, recv, true)),
-        Err(e) => {
-            session.connection_lost(now(), &explain(&e));
+        Err(why) => {
+            session.connection_lost(now(), &why);
             None
         }
     };
@@ -200,7 +204,8 @@ async fn drive(
     let mut armed = start + Duration::from_secs(3600);
     let sleep = tokio::time::sleep_until(armed.into());
     tokio::pin!(sleep);
-    let mut pending: Option<PendingSend<'_>> = None;
+    // A datagram QUIC could not take yet, and what the session said about it.
+    let mut pending: Option<(PendingSend<'_>, Outgoing)> = None;
     let mut status = Status::new(start);
     let mut stopping = false;
     loop {
@@ -222,25 +227,41 @@ async fn drive(
             session.finish(t);
         }
         session.handle_timeout(t);
-        if let Some(c) = &ctl {
-            while let Some(b) = session.poll_control() {
-                c.send(b).await;
-            }
+        if let Some((_, out)) = pending.take_if(|(_, out)| out.deadline <= t) {
+            // Not sent before its frame's deadline: it must not be sent at all.
+            session.abandon(&out);
+        }
+        // The goodbye must not overtake a datagram still waiting for QUIC.
+        let hold_control = pending.is_some() && session.is_closing();
+        if let Some(c) = &ctl
+            && !hold_control
+            && c.has_room()
+            && let Some(b) = session.poll_control()
+        {
+            // Never waits: a receiver that stops reading leaves the bytes in the session, whose
+            // backlog is bounded.
+            c.try_send(b);
         }
         if pending.is_none() {
-            let max = conn.max_datagram_size().unwrap_or(0);
-            while let Some(d) = session.poll_datagram(t, max) {
+            while let Some(out) = session.poll_outgoing(t, conn.max_datagram_size().unwrap_or(0)) {
                 // Queue it without letting quinn drop an older one: `send_datagram_wait` takes
                 // it at once when there is room, and otherwise waits (polled below).
-                let mut send = Box::pin(conn.send_datagram_wait(d));
+                let mut send = Box::pin(conn.send_datagram_wait(out.data.clone()));
                 match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
                     Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(quinn::SendDatagramError::TooLarge)) => {
+                        // The path's datagram size shrank since we asked: the session re-cuts
+                        // what is left of the frame at the new size.
+                        debug!("datagram too large after an MTU change");
+                        session.abandon(&out);
+                    }
                     Poll::Ready(Err(e)) => {
                         debug!(%e, "send_datagram failed");
+                        session.abandon(&out);
                         break;
                     }
                     Poll::Pending => {
-                        pending = Some(send);
+                        pending = Some((send, out));
                         break;
                     }
                 }
@@ -256,6 +277,7 @@ async fn drive(
             session.poll_timeout(),
             Some(status.next_if(opts.status)),
             stop_at.filter(|_| session.is_running()),
+            pending.as_ref().map(|(_, out)| out.deadline),
         ]
         .into_iter()
         .flatten()
@@ -276,12 +298,17 @@ async fn drive(
             biased;
             () = shutdown.wait(), if !stopping => {
                 stopping = true;
+                if let Some((_, out)) = pending.take() {
+                    session.abandon(&out);
+                }
                 session.abort(now());
             }
-            r = async { match pending.as_mut() { Some(p) => p.await, None => std::future::pending().await } }, if pending.is_some() => {
-                pending = None;
-                if let Err(e) = r {
+            r = async { match pending.as_mut() { Some((p, _)) => p.await, None => std::future::pending().await } }, if pending.is_some() => {
+                if let Some((_, out)) = pending.take()
+                    && let Err(e) = r
+                {
                     debug!(%e, "datagram not sent");
+                    session.abandon(&out);
                 }
             }
             chunk = async { match ctl.as_mut() { Some(c) => c.recv().await, None => std::future::pending().await } }, if ctl.as_ref().is_some_and(ControlPipe::is_open) => {
@@ -312,7 +339,9 @@ async fn drive(
             () = &mut sleep => {}
         }
     }
-    drop(pending);
+    if let Some((_, out)) = pending.take() {
+        session.abandon(&out);
+    }
     if let Some(c) = ctl {
         // Our goodbye must be read before the close, or the close would discard it.
         c.finish(Duration::from_secs(1)).await;

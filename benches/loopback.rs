@@ -1,0 +1,433 @@
+//! Loopback latency: rtq beside bare quinn datagrams, measured in the same run.
+//!
+//! `cargo bench --bench loopback [-- --quick] [-- --json PATH] [-- --rounds N] [-- --current-thread]`
+//! [-- --only CONTENDER|CASE] (`cargo test --benches` runs it as a short smoke test).
+//!
+//! Contenders, interleaved round by round so that machine noise hits all of them alike:
+//! - `quinn_datagram`: bare quinn, the same TLS and transport settings as rtq, each frame's
+//!   fragments sent with `send_datagram_wait` carrying a timestamp; no rtq stages;
+//! - `rtq_core`: rtq's sender and receiver sessions (compression off) driven by loops as
+//!   minimal as bare quinn's, without control stream or playout: the cost of rtq's stages;
+//! - `rtq`: rtq's real shells (`net::sender::run` and `net::receiver::Receiver`), compression off;
+//! - `rtq_compressed`: the same with DEFLATE level 1.
+//!
+//! Cases:
+//! - `small`: 1000-byte frames at 1000 frames/s; one-way delay from handing the frame to the
+//!   transport to the frame complete at the receiver;
+//! - `video`: 50 000-byte frames at 30 frames/s; the same delay, i.e. first fragment handed to
+//!   the transport → last fragment received (rtq: capture → complete, its *network* delay).
+//!
+//! Everything runs in one process on 127.0.0.1; both ends read the same clock. Figures are
+//! reported with their ratio to `quinn_datagram` from the same run: absolute times drift from
+//! machine to machine and minute to minute, ratios much less.
+
+#![allow(clippy::unwrap_used, reason = "a benchmark fails loudly")]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use rtq::compress::CompressLevel;
+use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
+use rtq::net::sender::{SendOptions, SourceSpec};
+use rtq::net::tls::{Identity, Trust, client_config, server_config};
+use rtq::net::transport::{TransportOptions, transport_config};
+use rtq::net::{Shutdown, now};
+use rtq::session::{ReceiverConfig, SenderConfig};
+use rtq::source::{SourceKind, SyntheticSource};
+use rtq::stats::LatencyHistogram;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Case {
+    Small,
+    Video,
+}
+
+impl Case {
+    fn name(self) -> &'static str {
+        match self {
+            Case::Small => "small",
+            Case::Video => "video",
+        }
+    }
+    fn frame_size(self) -> usize {
+        match self {
+            Case::Small => 1000,
+            Case::Video => 50_000,
+        }
+    }
+    fn fps(self) -> f64 {
+        match self {
+            Case::Small => 1000.0,
+            Case::Video => 30.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Contender {
+    QuinnDatagram,
+    RtqCore,
+    Rtq,
+    RtqCompressed,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Contender::QuinnDatagram => "quinn_datagram",
+            Contender::RtqCore => "rtq_core",
+            Contender::Rtq => "rtq",
+            Contender::RtqCompressed => "rtq_compressed",
+        }
+    }
+}
+
+struct Args {
+    quick: bool,
+    smoke: bool,
+    current_thread: bool,
+    json: Option<String>,
+    rounds: usize,
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        quick: false,
+        smoke: true,
+        current_thread: false,
+        json: None,
+        rounds: 3,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            // `cargo bench` passes --bench; `cargo test --benches` does not: then a smoke run.
+            "--bench" => a.smoke = false,
+            "--quick" => a.quick = true,
+            "--current-thread" => a.current_thread = true,
+            "--json" => a.json = it.next(),
+            "--only" => a.only = it.next(),
+            "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()).unwrap_or(3),
+            _ => {}
+        }
+    }
+    if a.quick {
+        a.rounds = a.rounds.min(2);
+    }
+    if a.smoke {
+        a.rounds = 1;
+    }
+    a
+}
+
+fn main() {
+    let args = args();
+    // The binaries' runtime (two workers) by default; --current-thread puts everything on one.
+    let rt = if args.current_thread {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let secs = |case: Case| match (case, args.quick, args.smoke) {
+        (_, _, true) => 0.3,
+        (Case::Small, false, _) => 4.0,
+        (Case::Small, true, _) => 1.5,
+        (Case::Video, false, _) => 6.0,
+        (Case::Video, true, _) => 2.0,
+    };
+    let contenders = [
+        Contender::QuinnDatagram,
+        Contender::RtqCore,
+        Contender::Rtq,
+        Contender::RtqCompressed,
+    ];
+    let mut results: BTreeMap<(Case, Contender), LatencyHistogram> = BTreeMap::new();
+    for round in 0..args.rounds {
+        for case in [Case::Small, Case::Video] {
+            // Rotate the order each round so that no contender always runs first.
+            for i in 0..contenders.len() {
+                let c = contenders[(i + round) % contenders.len()];
+                if args
+                    .only
+                    .as_deref()
+                    .is_some_and(|o| o != c.name() && o != case.name())
+                {
+                    continue;
+                }
+                let d = Duration::from_secs_f64(secs(case));
+                let h = rt.block_on(async {
+                    match c {
+                        Contender::QuinnDatagram => bare_quinn(case, d).await,
+                        Contender::Rtq => rtq(case, d, CompressLevel::Off).await,
+                        Contender::RtqCompressed => rtq(case, d, CompressLevel::Fast).await,
+                        Contender::RtqCore => rtq_core(case, d).await,
+                    }
+                });
+                eprintln!(
+                    "round {} {:<5} {:<15} frames {:>6}  p50 {:>7} µs  p99 {:>7} µs",
+                    round + 1,
+                    case.name(),
+                    c.name(),
+                    h.len(),
+                    h.quantile(0.5),
+                    h.quantile(0.99)
+                );
+                results.entry((case, c)).or_default().merge(&h);
+            }
+        }
+    }
+    print_table(&results);
+    if let Some(path) = args.json {
+        let rows: Vec<_> = results
+            .iter()
+            .map(|((case, c), h)| {
+                let s = h.summary();
+                serde_json::json!({
+                    "case": case.name(), "processes": 1, "contender": c.name(),
+                    "frames": s.count, "p50_us": s.p50, "p90_us": s.p90, "p99_us": s.p99,
+                    "p999_us": s.p999, "max_us": s.max,
+                })
+            })
+            .collect();
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).unwrap(),
+        )
+        .unwrap();
+        eprintln!("wrote {path}");
+    }
+}
+
+fn print_table(results: &BTreeMap<(Case, Contender), LatencyHistogram>) {
+    println!(
+        "\none-way delay on loopback, one process (µs); ratio = contender / quinn_datagram, same run"
+    );
+    println!(
+        "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
+        "case",
+        "contender",
+        "frames",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "p50 ratio",
+        "p99 ratio"
+    );
+    for ((case, c), h) in results {
+        let s = h.summary();
+        let base = results
+            .get(&(*case, Contender::QuinnDatagram))
+            .map(LatencyHistogram::summary);
+        let ratio = |v: u64, b: Option<u64>| {
+            b.filter(|&b| b > 0)
+                .map_or("-".into(), |b| format!("{:.2}", v as f64 / b as f64))
+        };
+        println!(
+            "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
+            case.name(),
+            c.name(),
+            s.count,
+            s.p50,
+            s.p90,
+            s.p99,
+            s.p999,
+            s.max,
+            ratio(s.p50, base.map(|b| b.p50)),
+            ratio(s.p99, base.map(|b| b.p99)),
+        );
+    }
+}
+
+/// rtq through its real shells, in this process.
+async fn rtq(case: Case, duration: Duration, compress: CompressLevel) -> LatencyHistogram {
+    let identity = Identity::self_signed(&["localhost".into()])
+        .unwrap()
+        .identity;
+    let ropts = RecvOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transport: TransportOptions::default(),
+        session: ReceiverConfig::default(),
+        clock: ClockChoice::System,
+        output: None,
+        once: true,
+        max_sessions: 1,
+        status: false,
+        summaries: false,
+    };
+    let rx = Receiver::bind(ropts, identity).unwrap();
+    let addr = rx.local_addr().unwrap();
+    let fp = rx.fingerprint().unwrap();
+    let (_trigger, shutdown) = Shutdown::new();
+    let server = tokio::spawn(rx.run(shutdown.clone()));
+    let opts = SendOptions {
+        connect: addr.to_string(),
+        server_name: None,
+        trust: Trust::Pin(fp),
+        transport: TransportOptions::default(),
+        session: SenderConfig {
+            compress,
+            ..Default::default()
+        },
+        source: SourceSpec::Synthetic(
+            SourceKind::Fixed {
+                fps: case.fps(),
+                frame_size: case.frame_size(),
+            },
+            1,
+        ),
+        duration: Some(duration),
+        connect_timeout: Duration::from_secs(5),
+        status: false,
+    };
+    let out = rtq::net::sender::run(opts, shutdown).await.unwrap();
+    assert_eq!(out.report.end, "complete");
+    let mut outcomes = server.await.unwrap().unwrap();
+    outcomes.pop().unwrap().delays.network
+}
+
+/// rtq's sessions (compression off) driven by loops as minimal as bare quinn's: no control
+/// stream, no playout task. The difference to `quinn_datagram` is the cost of rtq's stages; the
+/// difference to `rtq` is the cost of its shells.
+async fn rtq_core(case: Case, duration: Duration) -> LatencyHistogram {
+    use rtq::session::{ReceiverSession, SenderSession};
+    let (server, addr, client_cfg, transport) = quinn_pair();
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut rx =
+            ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
+        while let Ok(d) = conn.read_datagram().await {
+            rx.handle_datagram(now(), d);
+        }
+        rx.delays().network.clone()
+    });
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client_cfg = client_cfg;
+    client_cfg.transport_config(transport);
+    let conn = client
+        .connect_with(client_cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let cfg = SenderConfig {
+        compress: CompressLevel::Off,
+        ..Default::default()
+    };
+    let mut tx = SenderSession::new(cfg, rtq::net::system_anchor(), now());
+    let mut source = SyntheticSource::new(
+        SourceKind::Fixed {
+            fps: case.fps(),
+            frame_size: case.frame_size(),
+        },
+        1,
+        now(),
+    );
+    let end = now() + duration;
+    while source.next_due() < end {
+        tokio::time::sleep_until(source.next_due().into()).await;
+        let t = now();
+        let frame = source.poll(t).unwrap();
+        tx.push_frame(t, frame).unwrap();
+        let max = conn.max_datagram_size().unwrap();
+        while let Some(d) = tx.poll_datagram(t, max) {
+            conn.send_datagram_wait(d).await.unwrap();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    receiver.await.unwrap()
+}
+
+/// A server endpoint, its address, and a client configuration that trusts it.
+fn quinn_pair() -> (
+    quinn::Endpoint,
+    SocketAddr,
+    quinn::ClientConfig,
+    Arc<quinn::TransportConfig>,
+) {
+    let g = Identity::self_signed(&["localhost".into()]).unwrap();
+    let fp = g.identity.fingerprint().unwrap();
+    let mut server_cfg = server_config(g.identity).unwrap();
+    let transport = Arc::new(transport_config(&TransportOptions::default()));
+    server_cfg.transport_config(transport.clone());
+    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    (
+        server,
+        addr,
+        client_config(Trust::Pin(fp)).unwrap(),
+        transport,
+    )
+}
+
+/// Bare quinn: each frame's fragments as datagrams with (frame id, fragment count, send time).
+async fn bare_quinn(case: Case, duration: Duration) -> LatencyHistogram {
+    let (server, addr, client_cfg, transport) = quinn_pair();
+    let base = now();
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut h = LatencyHistogram::default();
+        let mut pending: BTreeMap<u64, u32> = BTreeMap::new();
+        while let Ok(d) = conn.read_datagram().await {
+            let id = u64::from_be_bytes(d[0..8].try_into().unwrap());
+            let count = u32::from_be_bytes(d[8..12].try_into().unwrap());
+            let sent = u64::from_be_bytes(d[12..20].try_into().unwrap());
+            let got = pending.entry(id).or_insert(0);
+            *got += 1;
+            if *got == count {
+                pending.remove(&id);
+                let at = now().duration_since(base).as_nanos() as u64;
+                h.record(((at - sent) / 1000) as i64);
+            }
+        }
+        h
+    });
+    let mut client_cfg = client_cfg;
+    client_cfg.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(client_cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let period = Duration::from_secs_f64(1.0 / case.fps());
+    let start = now();
+    let frames = (duration.as_secs_f64() * case.fps()) as u64;
+    let payload = vec![0x5au8; case.frame_size()];
+    for id in 0..frames {
+        let due = start + period * id as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let max = conn.max_datagram_size().unwrap();
+        let room = max - 20;
+        let count = case.frame_size().div_ceil(room) as u32;
+        let sent = now().duration_since(base).as_nanos() as u64;
+        for chunk in payload.chunks(room) {
+            let mut d = BytesMut::with_capacity(20 + chunk.len());
+            d.put_u64(id);
+            d.put_u32(count);
+            d.put_u64(sent);
+            d.put_slice(chunk);
+            let d: Bytes = d.freeze();
+            conn.send_datagram_wait(d).await.unwrap();
+        }
+    }
+    // Let the last frames arrive, then close.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    receiver.await.unwrap()
+}
