@@ -100,7 +100,7 @@ fn args() -> Args {
         smoke: true,
         current_thread: false,
         json: None,
-        rounds: 3,
+        rounds: 5,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -112,7 +112,7 @@ fn args() -> Args {
             "--current-thread" => a.current_thread = true,
             "--json" => a.json = it.next(),
             "--only" => a.only = it.next(),
-            "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()).unwrap_or(3),
+            "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()).unwrap_or(5),
             _ => {}
         }
     }
@@ -142,9 +142,9 @@ fn main() {
     };
     let secs = |case: Case| match (case, args.quick, args.smoke) {
         (_, _, true) => 0.3,
-        (Case::Small, false, _) => 4.0,
-        (Case::Small, true, _) => 1.5,
-        (Case::Video, false, _) => 6.0,
+        (Case::Small, false, _) => 2.0,
+        (Case::Small, true, _) => 1.0,
+        (Case::Video, false, _) => 4.0,
         (Case::Video, true, _) => 2.0,
     };
     let contenders = [
@@ -154,6 +154,7 @@ fn main() {
         Contender::RtqCompressed,
     ];
     let mut results: BTreeMap<(Case, Contender), LatencyHistogram> = BTreeMap::new();
+    let mut per_round: BTreeMap<(Case, Contender), Vec<(u64, u64)>> = BTreeMap::new();
     for round in 0..args.rounds {
         for case in [Case::Small, Case::Video] {
             // Rotate the order each round so that no contender always runs first.
@@ -184,17 +185,23 @@ fn main() {
                     h.quantile(0.5),
                     h.quantile(0.99)
                 );
+                per_round
+                    .entry((case, c))
+                    .or_default()
+                    .push((h.quantile(0.5), h.quantile(0.99)));
                 results.entry((case, c)).or_default().merge(&h);
             }
         }
     }
-    print_table(&results);
+    print_table(&results, &per_round);
     if let Some(path) = args.json {
         let rows: Vec<_> = results
             .iter()
             .map(|((case, c), h)| {
                 let s = h.summary();
+                let (r50, r99) = ratios(&per_round, *case, *c).unwrap_or((f64::NAN, f64::NAN));
                 serde_json::json!({
+                    "p50_ratio": r50, "p99_ratio": r99,
                     "case": case.name(), "processes": 1, "contender": c.name(),
                     "frames": s.count, "p50_us": s.p50, "p90_us": s.p90, "p99_us": s.p99,
                     "p999_us": s.p999, "max_us": s.max,
@@ -210,9 +217,35 @@ fn main() {
     }
 }
 
-fn print_table(results: &BTreeMap<(Case, Contender), LatencyHistogram>) {
+/// Median over rounds of `contender / quinn_datagram` measured in the same round, for p50 and
+/// p99: a round disturbed by the machine moves the median much less than the merged figures.
+fn ratios(
+    per_round: &BTreeMap<(Case, Contender), Vec<(u64, u64)>>,
+    case: Case,
+    c: Contender,
+) -> Option<(f64, f64)> {
+    let mine = per_round.get(&(case, c))?;
+    let base = per_round.get(&(case, Contender::QuinnDatagram))?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let pairs: Vec<_> = mine
+        .iter()
+        .zip(base)
+        .filter(|(_, b)| b.0 > 0 && b.1 > 0)
+        .collect();
+    let p50 = median(pairs.iter().map(|(m, b)| m.0 as f64 / b.0 as f64).collect())?;
+    let p99 = median(pairs.iter().map(|(m, b)| m.1 as f64 / b.1 as f64).collect())?;
+    Some((p50, p99))
+}
+
+fn print_table(
+    results: &BTreeMap<(Case, Contender), LatencyHistogram>,
+    per_round: &BTreeMap<(Case, Contender), Vec<(u64, u64)>>,
+) {
     println!(
-        "\none-way delay on loopback, one process (µs); ratio = contender / quinn_datagram, same run"
+        "\none-way delay on loopback, one process (µs, all rounds merged); ratios: median over rounds of contender / quinn_datagram in the same round"
     );
     println!(
         "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
@@ -229,13 +262,9 @@ fn print_table(results: &BTreeMap<(Case, Contender), LatencyHistogram>) {
     );
     for ((case, c), h) in results {
         let s = h.summary();
-        let base = results
-            .get(&(*case, Contender::QuinnDatagram))
-            .map(LatencyHistogram::summary);
-        let ratio = |v: u64, b: Option<u64>| {
-            b.filter(|&b| b > 0)
-                .map_or("-".into(), |b| format!("{:.2}", v as f64 / b as f64))
-        };
+        let (r50, r99) = ratios(per_round, *case, *c).map_or(("-".into(), "-".into()), |(a, b)| {
+            (format!("{a:.2}"), format!("{b:.2}"))
+        });
         println!(
             "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
             case.name(),
@@ -246,8 +275,8 @@ fn print_table(results: &BTreeMap<(Case, Contender), LatencyHistogram>) {
             s.p99,
             s.p999,
             s.max,
-            ratio(s.p50, base.map(|b| b.p50)),
-            ratio(s.p99, base.map(|b| b.p99)),
+            r50,
+            r99,
         );
     }
 }
@@ -338,8 +367,9 @@ async fn rtq_core(case: Case, duration: Duration) -> LatencyHistogram {
     let end = now() + duration;
     while source.next_due() < end {
         tokio::time::sleep_until(source.next_due().into()).await;
+        let mut frame = source.poll(now()).unwrap();
         let t = now();
-        let frame = source.poll(t).unwrap();
+        frame.capture = t; // as the shell does: captured when handed to rtq
         tx.push_frame(t, frame).unwrap();
         let max = conn.max_datagram_size().unwrap();
         while let Some(d) = tx.poll_datagram(t, max) {

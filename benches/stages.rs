@@ -245,5 +245,54 @@ fn jitter(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, wire, packetize, reassemble, compression, jitter);
+fn session(c: &mut Criterion) {
+    use rtq::clock::ClockAnchor;
+    use rtq::session::{ReceiverConfig, ReceiverSession, SenderConfig, SenderSession};
+    use rtq::source::SourceFrame;
+    let mut g = c.benchmark_group("session");
+    for len in [1000usize, 50_000] {
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(BenchmarkId::new("frame_through_both", len), |b| {
+            let t0 = base();
+            let anchor = ClockAnchor::new(t0, 1_700_000_000_000_000);
+            let cfg = SenderConfig {
+                compress: CompressLevel::Off,
+                ..Default::default()
+            };
+            let mut tx = SenderSession::new(cfg, anchor, t0);
+            let mut rx = ReceiverSession::new(ReceiverConfig::default(), anchor, t0);
+            let data = Bytes::from(vec![3u8; len]);
+            let mut i = 0u64;
+            b.iter(|| {
+                // One frame a millisecond of virtual time: push, cut, reassemble, buffer, play.
+                i += 1;
+                let now = t0 + Duration::from_millis(i);
+                tx.push_frame(
+                    now,
+                    SourceFrame {
+                        capture: now,
+                        keyframe: false,
+                        data: data.clone(),
+                    },
+                )
+                .unwrap();
+                while let Some(d) = tx.poll_datagram(now, 1414) {
+                    rx.handle_datagram(now, d);
+                }
+                while rx.poll_frame(now + Duration::from_millis(30)).is_some() {}
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    wire,
+    packetize,
+    reassemble,
+    compression,
+    jitter,
+    session
+);
 criterion_main!(benches);

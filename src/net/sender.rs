@@ -216,8 +216,11 @@ async fn drive(
                 && stop_at.is_none_or(|s| src.next_due() < s)
             {
                 match src.poll(t) {
-                    Some(f) => {
-                        let _ = session.push_frame(t, f);
+                    Some(mut f) => {
+                        // Captured when handed to rtq: making up its bytes is not transport
+                        // delay.
+                        f.capture = now();
+                        let _ = session.push_frame(f.capture, f);
                     }
                     None => break,
                 }
