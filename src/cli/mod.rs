@@ -62,8 +62,8 @@ pub struct ReportArgs {
     /// Write the JSON report here when the run ends (also on Ctrl-C).
     #[arg(long, value_name = "PATH")]
     pub stats_json: Option<PathBuf>,
-    /// Write HdrHistogram percentile distributions (.hgrm, in ms) as PREFIX-<delay>.hgrm
-    /// (rtq-recv: network, jitter_buffer, end_to_end; rtq-send: send).
+    /// Write HdrHistogram percentile distributions (.hgrm, in ms) as PREFIX-NAME.hgrm
+    /// (rtq-recv: NAME = network, jitter_buffer, end_to_end; rtq-send: NAME = send).
     #[arg(long, value_name = "PREFIX")]
     pub hist_out: Option<String>,
     /// No status line every second (the summary at the end is still printed).
