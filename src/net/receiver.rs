@@ -113,8 +113,7 @@ impl Receiver {
     /// runtime.
     pub fn bind(opts: RecvOptions, identity: Identity) -> Result<Self, RecvError> {
         let fingerprint = identity.fingerprint();
-        let mut server = server_config(identity)?;
-        server.transport_config(Arc::new(transport_config(&opts.transport)));
+        let server = Self::server_config(&opts, identity)?;
         let endpoint = quinn::Endpoint::server(server, opts.listen).map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::AddrInUse => " (the port is in use: stop the other program or pick another port with --listen)",
@@ -129,6 +128,30 @@ impl Receiver {
             opts,
             fingerprint,
         })
+    }
+
+    /// The QUIC server configuration a receiver with `opts` presents `identity` with (for a
+    /// caller that makes its own endpoint, such as the simulator).
+    pub fn server_config(
+        opts: &RecvOptions,
+        identity: Identity,
+    ) -> Result<quinn::ServerConfig, RecvError> {
+        let mut server = server_config(identity)?;
+        server.transport_config(Arc::new(transport_config(&opts.transport)));
+        Ok(server)
+    }
+
+    /// A receiver on an endpoint the caller made with [`server_config`](Self::server_config).
+    pub fn with_endpoint(
+        endpoint: quinn::Endpoint,
+        opts: RecvOptions,
+        fingerprint: Option<Fingerprint>,
+    ) -> Self {
+        Self {
+            endpoint,
+            opts,
+            fingerprint,
+        }
     }
 
     /// The address actually bound (useful with port 0).

@@ -117,14 +117,8 @@ pub struct SendOutcome {
 }
 
 /// Connects and streams until the source ends, the duration passes, or `shutdown` is set.
-pub async fn run(opts: SendOptions, mut shutdown: Shutdown) -> Result<SendOutcome, SendError> {
+pub async fn run(opts: SendOptions, shutdown: Shutdown) -> Result<SendOutcome, SendError> {
     let addr = resolve(&opts.connect)?;
-    let server_name = opts
-        .server_name
-        .clone()
-        .unwrap_or_else(|| host_of(&opts.connect));
-    let mut client_cfg = client_config(opts.trust.clone())?;
-    client_cfg.transport_config(Arc::new(transport_config(&opts.transport)));
     let bind: SocketAddr = if addr.is_ipv6() {
         "[::]:0"
     } else {
@@ -133,6 +127,23 @@ pub async fn run(opts: SendOptions, mut shutdown: Shutdown) -> Result<SendOutcom
     .parse()
     .map_err(|_| SendError::Bind(std::io::Error::other("bad bind address")))?;
     let endpoint = quinn::Endpoint::client(bind).map_err(SendError::Bind)?;
+    run_on(endpoint, addr, opts, shutdown).await
+}
+
+/// Like [`run`], from an endpoint the caller made (the simulator's, over a simulated socket),
+/// to the receiver at `addr`.
+pub async fn run_on(
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    opts: SendOptions,
+    mut shutdown: Shutdown,
+) -> Result<SendOutcome, SendError> {
+    let server_name = opts
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(&opts.connect));
+    let mut client_cfg = client_config(opts.trust.clone())?;
+    client_cfg.transport_config(Arc::new(transport_config(&opts.transport)));
     let connect_err = |why: String| SendError::Connect { addr, why };
     let connecting = endpoint
         .connect_with(client_cfg, addr, &server_name)

@@ -1,0 +1,20 @@
+//! # rtq-sim — the network simulator of rtq
+//!
+//! Injects latency, jitter, loss, duplication, reordering, corruption, rate limits with queues
+//! and AQM, measured cellular capacity traces, outages and MTU limits between an rtq sender and
+//! receiver (or any two UDP programs), and reports what the frames went through.
+//!
+//! Every impairment is a sans-IO node ([`link`]); nodes chain into a path per direction; all
+//! randomness comes from one seeded RNG per path, so the same parameters and seed do the same
+//! thing, packet for packet.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod link;
+pub mod plot;
+pub mod proxy;
+pub mod realtime;
+pub mod run;
+pub mod scenario;
+pub mod socket;

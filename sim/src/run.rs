@@ -1,0 +1,212 @@
+//! `rtq-sim run`: an rtq sender and receiver in this process, joined by the scenario's paths,
+//! and the report of what the frames went through.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtq::jitter::JitterConfig;
+use rtq::net::Shutdown;
+use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
+use rtq::net::sender::{SendOptions, SourceSpec};
+use rtq::net::tls::{Identity, Trust};
+use rtq::net::transport::TransportOptions;
+use rtq::session::{ReceiverConfig, SenderConfig};
+use rtq::stats::report::SessionReport;
+use rtq::stats::{Delays, LatencyHistogram};
+use serde::Serialize;
+
+use crate::config::Direction;
+use crate::link::PathReport;
+use crate::realtime::now;
+use crate::scenario::Scenario;
+use crate::socket::{RECEIVER_ADDR, SimNet};
+
+/// What `report.json` holds. Keys are stable.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Every resolved parameter.
+    pub scenario: Scenario,
+    /// The seed (also in `scenario`; here for scripts).
+    pub seed: u64,
+    /// `realtime` (wall clock) or `virtual`.
+    pub clock: &'static str,
+    /// The sender's session report.
+    pub sender: SessionReport,
+    /// The receiver's session report.
+    pub receiver: SessionReport,
+    /// What the link did.
+    pub link: LinkReport,
+}
+
+/// Both directions of the link.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkReport {
+    /// Sender → receiver.
+    pub forward: PathReport,
+    /// Receiver → sender.
+    pub reverse: PathReport,
+}
+
+/// A finished run: its report and the receiver's delay histograms.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// The report.
+    pub report: RunReport,
+    /// The receiver's three delays.
+    pub delays: Delays,
+    /// The sender's capture → on-the-wire delays.
+    pub send_delay: LatencyHistogram,
+}
+
+impl RunReport {
+    /// Frames played on time over frames sent.
+    pub fn on_time_ratio(&self) -> f64 {
+        let sent = self.sender.frames.sent.max(1);
+        self.receiver.frames.played as f64 / sent as f64
+    }
+}
+
+/// Runs `scenario` in real time; `progress(elapsed)` is called about every 100 ms. Setting
+/// `shutdown` ends the run early, cleanly (both sessions report).
+pub async fn realtime(
+    scenario: &Scenario,
+    shutdown: Shutdown,
+    mut progress: impl FnMut(Duration),
+) -> anyhow::Result<RunOutcome> {
+    let start = now();
+    let (fs, rs) = scenario.path_seeds();
+    let net = SimNet::new(
+        (
+            scenario.forward.build(fs),
+            scenario.steps(Direction::Forward, start),
+        ),
+        (
+            scenario.reverse.build(rs),
+            scenario.steps(Direction::Reverse, start),
+        ),
+    )?;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let identity = Identity::self_signed(&["localhost".into()])?.identity;
+    let fingerprint = identity.fingerprint();
+    let transport = TransportOptions::default();
+    let ropts = RecvOptions {
+        listen: RECEIVER_ADDR,
+        transport,
+        session: ReceiverConfig {
+            jitter: JitterConfig {
+                mode: scenario.jitter,
+                max_delay: scenario.max_delay,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        // One process, one clock: no offset to estimate (it is still estimated and reported).
+        clock: ClockChoice::System,
+        output: None,
+        once: true,
+        max_sessions: 1,
+        status: false,
+        summaries: false,
+    };
+    let server_cfg = Receiver::server_config(&ropts, identity)?;
+    let rx_ep = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        Some(server_cfg),
+        net.receiver.clone(),
+        runtime.clone(),
+    )?;
+    let tx_ep = quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        None,
+        net.sender.clone(),
+        runtime,
+    )?;
+    let receiver = Receiver::with_endpoint(rx_ep, ropts, fingerprint);
+    let server = tokio::spawn(receiver.run(shutdown.clone()));
+    let sopts = SendOptions {
+        connect: RECEIVER_ADDR.to_string(),
+        server_name: Some("localhost".into()),
+        trust: fingerprint.map_or(Trust::Insecure, Trust::Pin),
+        transport,
+        session: SenderConfig {
+            compress: scenario.compress,
+            deadline: scenario.deadline,
+            ..Default::default()
+        },
+        source: SourceSpec::Synthetic(scenario.source, scenario.seed),
+        duration: Some(scenario.duration),
+        connect_timeout: Duration::from_secs(10),
+        status: false,
+    };
+    let sender = tokio::spawn(rtq::net::sender::run_on(
+        tx_ep,
+        RECEIVER_ADDR,
+        sopts,
+        shutdown,
+    ));
+    tokio::pin!(sender);
+    let sent = loop {
+        tokio::select! {
+            r = &mut sender => break r??,
+            () = tokio::time::sleep(Duration::from_millis(100)) => progress(now().saturating_duration_since(start)),
+        }
+    };
+    let mut outcomes = server.await??;
+    let rx = outcomes.pop().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the receiver saw no session (the handshake never completed through this link)"
+        )
+    })?;
+    let (forward, reverse, _) = net.reports();
+    Ok(RunOutcome {
+        report: RunReport {
+            scenario: scenario.clone(),
+            seed: scenario.seed,
+            clock: "realtime",
+            sender: sent.report,
+            receiver: rx.report,
+            link: LinkReport { forward, reverse },
+        },
+        delays: rx.delays,
+        send_delay: sent.send_delay,
+    })
+}
+
+/// Writes `report.json`, the `.hgrm` files and `delay.svg` into `dir`.
+pub fn write_outputs(
+    dir: &FsPath,
+    outcome: &RunOutcome,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    let report = dir.join("report.json");
+    let text = serde_json::to_string_pretty(&outcome.report)? + "\n";
+    std::fs::write(&report, text).with_context(|| format!("writing {}", report.display()))?;
+    written.push(report);
+    let d = &outcome.delays;
+    for (name, h) in [
+        ("network", &d.network),
+        ("jitter_buffer", &d.jitter_buffer),
+        ("end_to_end", &d.end_to_end),
+    ] {
+        let prefix = dir.join("delay").to_string_lossy().into_owned();
+        written.push(rtq::cli::write_hgrm(&prefix, name, h)?);
+    }
+    let svg = crate::plot::percentiles(
+        &format!(
+            "{} — delay percentiles (seed {})",
+            outcome.report.scenario.name, outcome.report.seed
+        ),
+        &[
+            ("end-to-end", &d.end_to_end),
+            ("network", &d.network),
+            ("jitter buffer", &d.jitter_buffer),
+        ],
+    );
+    let path = dir.join("delay.svg");
+    std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+    written.push(path);
+    Ok(written)
+}
