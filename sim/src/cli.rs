@@ -213,6 +213,9 @@ pub struct SessionArgs {
     /// Seed of every random draw (printed always) [default: the scenario's, or 1].
     #[arg(long, help_heading = "Session")]
     pub seed: Option<u64>,
+    /// Congestion controller of both ends: bbr, cubic, newreno [default: bbr].
+    #[arg(long, value_name = "CC", help_heading = "Session")]
+    pub congestion: Option<String>,
 }
 
 /// `rtq-sim run`.
@@ -302,6 +305,9 @@ impl SessionArgs {
             receiver: ReceiverSpec {
                 jitter: self.jitter_buffer.clone(),
                 max_delay: self.max_delay,
+            },
+            transport: crate::scenario::TransportSpec {
+                congestion: self.congestion.clone(),
             },
             link: link.spec(),
             forward: LinkSpec::default(),

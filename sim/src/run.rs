@@ -89,7 +89,10 @@ pub async fn realtime(
     let runtime = Arc::new(quinn::TokioRuntime);
     let identity = Identity::self_signed(&["localhost".into()])?.identity;
     let fingerprint = identity.fingerprint();
-    let transport = TransportOptions::default();
+    let transport = TransportOptions {
+        congestion: scenario.congestion,
+        ..Default::default()
+    };
     let ropts = RecvOptions {
         listen: RECEIVER_ADDR,
         transport,

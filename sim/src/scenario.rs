@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use rtq::compress::CompressLevel;
 use rtq::jitter::JitterMode;
+use rtq::net::transport::Congestion;
 use rtq::source::SourceKind;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,9 @@ pub struct ScenarioFile {
     /// The receiver's jitter buffer.
     #[serde(default)]
     pub receiver: ReceiverSpec,
+    /// QUIC settings of both ends.
+    #[serde(default)]
+    pub transport: TransportSpec,
     /// Both directions.
     #[serde(default)]
     pub link: LinkSpec,
@@ -103,6 +107,14 @@ pub enum SourceName {
     Audio,
     /// Fixed-size frames.
     Fixed,
+}
+
+/// QUIC settings, as the binaries' flags give them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSpec {
+    /// Congestion controller: `cubic`, `bbr` or `newreno`.
+    pub congestion: Option<String>,
 }
 
 /// The receiver, as `rtq-recv`'s flags give it.
@@ -176,6 +188,13 @@ impl ScenarioFile {
             duration: over.duration.or(self.duration),
             source: self.source.merged(&over.source),
             receiver: self.receiver.merged(&over.receiver),
+            transport: TransportSpec {
+                congestion: over
+                    .transport
+                    .congestion
+                    .clone()
+                    .or_else(|| self.transport.congestion.clone()),
+            },
             link: self.link.merged(&over.link),
             forward: self.forward.merged(&over.forward),
             reverse: self.reverse.merged(&over.reverse),
@@ -269,6 +288,16 @@ impl ScenarioFile {
             .unwrap_or("adaptive")
             .parse()
             .map_err(|e| format!("receiver: {e}"))?;
+        let congestion = match self.transport.congestion.as_deref().unwrap_or("bbr") {
+            "cubic" => Congestion::Cubic,
+            "bbr" => Congestion::Bbr,
+            "newreno" => Congestion::Newreno,
+            other => {
+                return Err(format!(
+                    "transport: congestion `{other}`: cubic, bbr or newreno"
+                ));
+            }
+        };
         let duration = self.duration.map_or(Duration::from_secs(30), |d| d.0);
         if duration.is_zero() || duration > Duration::from_secs(24 * 3600) {
             return Err("duration: between 1ms and 24h".into());
@@ -286,6 +315,7 @@ impl ScenarioFile {
                 .receiver
                 .max_delay
                 .map_or(Duration::from_secs(2), |d| d.0),
+            congestion,
             forward,
             reverse,
             schedule: steps,
@@ -336,6 +366,9 @@ pub struct Scenario {
     /// Longest playout delay.
     #[serde(serialize_with = "ser_dur")]
     pub max_delay: Duration,
+    /// Congestion controller.
+    #[serde(serialize_with = "ser_display")]
+    pub congestion: Congestion,
     /// Sender → receiver.
     pub forward: LinkConfig,
     /// Receiver → sender.

@@ -33,7 +33,7 @@ pub fn size_arg(s: &str) -> Result<u64, String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct TransportArgs {
     /// Congestion controller.
-    #[arg(long, value_enum, default_value_t = Congestion::Cubic)]
+    #[arg(long, value_enum, default_value_t = Congestion::Bbr)]
     pub congestion: Congestion,
     /// Close the connection after this long without hearing from the peer.
     #[arg(long, value_parser = duration_arg, default_value = "10s", value_name = "DURATION")]

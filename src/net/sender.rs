@@ -104,6 +104,9 @@ fn host_of(addr: &str) -> String {
         .to_string()
 }
 
+/// How often a sender holding datagrams back for the congestion window looks again.
+const HOLD_BACK_POLL: Duration = Duration::from_millis(1);
+
 /// Bytes the sender lets queue in its session before it stops reading input.
 const INPUT_QUEUE_LIMIT: usize = 256 * 1024;
 
@@ -256,7 +259,15 @@ async fn drive(
             // backlog is bounded.
             c.try_send(b);
         }
-        if pending.is_none() {
+        // Hand QUIC no more than its congestion window lets out soon: a datagram queued in QUIC
+        // cannot be dropped at its frame's deadline; one waiting in the session can.
+        let window = conn.stats().path.cwnd.max(4 * 1500) as usize;
+        let buffered = |conn: &quinn::Connection| {
+            opts.transport
+                .datagram_send_buffer
+                .saturating_sub(conn.datagram_send_buffer_space())
+        };
+        if pending.is_none() && buffered(conn) < window {
             while let Some(out) = session.poll_outgoing(t, conn.max_datagram_size().unwrap_or(0)) {
                 // Queue it without letting quinn drop an older one: `send_datagram_wait` takes
                 // it at once when there is room, and otherwise waits (polled below).
@@ -279,6 +290,9 @@ async fn drive(
                         break;
                     }
                 }
+                if buffered(conn) >= window {
+                    break;
+                }
             }
         }
         if opts.status && t >= status.next {
@@ -300,6 +314,11 @@ async fn drive(
             && session.is_running()
         {
             wake = Some(wake.map_or(src.next_due(), |w| w.min(src.next_due())));
+        }
+        if pending.is_none() && session.has_datagram() && buffered(conn) >= window {
+            // Held back for the congestion window: QUIC signals no room until it is full, so
+            // look again shortly.
+            wake = Some(wake.map_or(t + HOLD_BACK_POLL, |w| w.min(t + HOLD_BACK_POLL)));
         }
         let wake = wake.unwrap_or_else(|| t + Duration::from_secs(3600));
         if wake != armed {

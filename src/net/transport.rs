@@ -8,7 +8,9 @@
 //! | keep-alive | 1 s | off | Keeps NAT bindings warm and notices a dead path within the idle timeout. |
 //! | idle timeout | 10 s | 30 s | A dead peer is given up sooner; `--idle-timeout` changes it. |
 //! | streams | 1 bidirectional (control), no unidirectional | 100/100 | Nothing else is accepted. |
-//! | congestion control | CUBIC | CUBIC | `--congestion bbr` for paths with bufferbloat; `newreno` for comparisons. |
+//! | congestion control | BBR | CUBIC | Loss-based CUBIC reads random loss and jitter as congestion: across rtq-sim's shipped scenarios it gave 2-10× the end-to-end delay of BBR, and on 40 ms ± 10 ms with 1 % loss it collapsed (51 % of frames on time against 93 %). `--congestion cubic` or `newreno` for comparisons. quinn marks its BBR experimental. |
+//! | loss detection: packet threshold | 32 | 3 | Jitter reorders packets of a burst; with 3, every reordering is taken for a loss and the window collapses. Datagrams are never retransmitted, so a later loss verdict only delays the congestion response. |
+//! | loss detection: time threshold | 1.5 RTT | 9/8 RTT | Likewise, for delay variation of a third of the RTT. |
 //!
 //! Path MTU discovery stays on (its default): datagrams start at 1200 bytes of UDP payload and
 //! grow as probes succeed, and rtq cuts frames at the current size.
@@ -22,10 +24,10 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 /// Congestion controller choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Congestion {
-    /// CUBIC (RFC 9438), quinn's default.
-    #[default]
+    /// CUBIC (RFC 9438), quinn's default: loss-based.
     Cubic,
-    /// BBR (quinn's experimental implementation).
+    /// BBR (quinn's implementation, marked experimental there): model-based; rtq's default.
+    #[default]
     Bbr,
     /// NewReno (RFC 9002 §7).
     Newreno,
@@ -55,7 +57,7 @@ pub struct TransportOptions {
 impl Default for TransportOptions {
     fn default() -> Self {
         Self {
-            congestion: Congestion::Cubic,
+            congestion: Congestion::Bbr,
             idle_timeout: Duration::from_secs(10),
             datagram_send_buffer: 64 * 1024,
         }
@@ -77,7 +79,9 @@ pub fn transport_config(opts: &TransportOptions) -> TransportConfig {
         .max_idle_timeout(IdleTimeout::try_from(opts.idle_timeout).ok())
         .max_concurrent_bidi_streams(VarInt::from_u32(1))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .stream_receive_window(VarInt::from_u32(CONTROL_WINDOW));
+        .stream_receive_window(VarInt::from_u32(CONTROL_WINDOW))
+        .packet_threshold(32)
+        .time_threshold(1.5);
     match opts.congestion {
         Congestion::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
         Congestion::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
