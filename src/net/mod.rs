@@ -9,7 +9,9 @@
 //! datagram when its buffer is full. The sender shell uses `send_datagram_wait`, which takes a
 //! datagram at once when there is room and otherwise waits; the session's own queue (which
 //! drops stale frames on purpose, and counts them) holds the rest, and a datagram still waiting
-//! when its frame's deadline passes is abandoned, counted. One loss remains outside rtq's
+//! when its frame's deadline passes is abandoned, counted. QUIC is given no more than about
+//! 50 ms of sending at its current rate, so frames that cannot leave soon wait where their
+//! deadline applies rather than in QUIC's buffer. One loss remains outside rtq's
 //! control: when the path MTU shrinks, quinn discards queued datagrams that no longer fit (at
 //! most the 64 KiB buffer); those frames are counted lost by the receiver.
 
