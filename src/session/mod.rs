@@ -88,3 +88,95 @@ pub(crate) fn queue_control(
     msg.encode(out);
     true
 }
+
+/// What the handshake makes of one control message (`docs/PROTOCOL.md` §4).
+#[derive(Debug)]
+pub(crate) enum Handshake {
+    /// The peer's first hello, with our version and the opposite role: accept it.
+    Hello(crate::wire::Hello),
+    /// A second hello: counted and ignored.
+    Duplicate,
+    /// Any other message after the handshake: handle it.
+    Message(crate::wire::ControlMessage),
+    /// A violation that ends the session with this code and reason.
+    Fail(CloseCode, String),
+}
+
+/// Checks `msg` against the handshake rules both sessions share: the peer's first message must
+/// be a hello, speaking [`VERSION`](crate::wire::VERSION) and taking role `peer`.
+pub(crate) fn handshake(
+    have_hello: bool,
+    peer: crate::wire::Role,
+    msg: crate::wire::ControlMessage,
+) -> Handshake {
+    use crate::wire::{ControlMessage, Role, VERSION};
+    let (peer_name, our_name) = match peer {
+        Role::Sender => ("sender", "receiver"),
+        Role::Receiver => ("receiver", "sender"),
+    };
+    match msg {
+        ControlMessage::Hello(_) if have_hello => Handshake::Duplicate,
+        ControlMessage::Hello(h) if h.version != VERSION => Handshake::Fail(
+            CloseCode::VersionMismatch,
+            format!(
+                "{peer_name} speaks protocol version {}, this {our_name} {VERSION}",
+                h.version
+            ),
+        ),
+        ControlMessage::Hello(h) if h.role != peer => Handshake::Fail(
+            CloseCode::ProtocolViolation,
+            format!("peer claims to be a {our_name} too"),
+        ),
+        ControlMessage::Hello(h) => Handshake::Hello(h),
+        _ if !have_hello => Handshake::Fail(
+            CloseCode::ProtocolViolation,
+            format!("{peer_name}'s first message was not a hello"),
+        ),
+        other => Handshake::Message(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ControlMessage, Goodbye, Hello, Role, VERSION};
+
+    fn hello(version: u8, role: Role) -> ControlMessage {
+        ControlMessage::Hello(Hello {
+            version,
+            role,
+            clock_us: 0,
+            max_frame_bytes: 0,
+            software: String::new(),
+        })
+    }
+
+    #[test]
+    fn handshake_accepts_only_a_first_hello_of_the_right_version_and_role() {
+        assert!(matches!(
+            handshake(false, Role::Sender, hello(VERSION, Role::Sender)),
+            Handshake::Hello(h) if h.role == Role::Sender
+        ));
+        assert!(matches!(
+            handshake(true, Role::Sender, hello(VERSION, Role::Sender)),
+            Handshake::Duplicate
+        ));
+        assert!(matches!(
+            handshake(false, Role::Receiver, hello(VERSION.wrapping_add(1), Role::Receiver)),
+            Handshake::Fail(CloseCode::VersionMismatch, why) if why.contains("receiver speaks protocol version")
+        ));
+        assert!(matches!(
+            handshake(false, Role::Sender, hello(VERSION, Role::Receiver)),
+            Handshake::Fail(CloseCode::ProtocolViolation, why) if why == "peer claims to be a receiver too"
+        ));
+        let goodbye = ControlMessage::Goodbye(Goodbye::default());
+        assert!(matches!(
+            handshake(false, Role::Receiver, goodbye.clone()),
+            Handshake::Fail(CloseCode::ProtocolViolation, why) if why == "receiver's first message was not a hello"
+        ));
+        assert!(matches!(
+            handshake(true, Role::Receiver, goodbye),
+            Handshake::Message(ControlMessage::Goodbye(_))
+        ));
+    }
+}

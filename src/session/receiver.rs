@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tracing::{debug, trace};
 
 use super::sender::{ratio, to_wire};
-use super::{End, SOFTWARE, queue_control};
+use super::{End, Handshake, SOFTWARE, handshake, queue_control};
 use crate::clock::{ClockAnchor, ClockMode, ClockSync, diff_us};
 use crate::compress::Decompressor;
 use crate::jitter::{Inserted, JitterBuffer, JitterConfig, PlayedFrame, ReadyFrame};
@@ -435,38 +435,25 @@ impl ReceiverSession {
     }
 
     fn on_message(&mut self, now: Instant, msg: ControlMessage) {
-        if self.peer_hello.is_none() && !matches!(msg, ControlMessage::Hello(_)) {
-            self.fail(
-                now,
-                CloseCode::ProtocolViolation,
-                "sender's first message was not a hello",
-            );
-            return;
-        }
-        match msg {
-            ControlMessage::Hello(h) => {
-                if self.peer_hello.is_some() {
-                    self.stats.control_errors.unexpected += 1;
-                } else if h.version != VERSION {
-                    let why = format!(
-                        "sender speaks protocol version {}, this receiver {VERSION}",
-                        h.version
-                    );
-                    self.fail(now, CloseCode::VersionMismatch, &why);
-                } else if h.role != Role::Sender {
-                    self.fail(
-                        now,
-                        CloseCode::ProtocolViolation,
-                        "peer claims to be a receiver too",
-                    );
-                } else {
-                    debug!(software = %h.software, "sender hello");
-                    self.timers.stop(Timer::Idle);
-                    self.clock.on_hello(h.clock_us, self.anchor.micros(now));
-                    self.jitter.set_offset(self.clock.offset_us());
-                    self.peer_hello = Some(h);
-                }
+        let msg = match handshake(self.peer_hello.is_some(), Role::Sender, msg) {
+            Handshake::Fail(code, why) => return self.fail(now, code, &why),
+            Handshake::Duplicate => {
+                self.stats.control_errors.unexpected += 1;
+                return;
             }
+            Handshake::Hello(h) => {
+                debug!(software = %h.software, "sender hello");
+                self.timers.stop(Timer::Idle);
+                self.clock.on_hello(h.clock_us, self.anchor.micros(now));
+                self.jitter.set_offset(self.clock.offset_us());
+                self.peer_hello = Some(h);
+                return;
+            }
+            Handshake::Message(m) => m,
+        };
+        match msg {
+            // Taken by the handshake above.
+            ControlMessage::Hello(_) => {}
             ControlMessage::Pong(p) => {
                 let t4 = self.anchor.micros(now);
                 if let Some(sample) = self.clock.on_exchange(p.t1_us, p.t2_us, p.t3_us, t4) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-use super::{End, MAX_CONTROL_BACKLOG, SOFTWARE, queue_control};
+use super::{End, Handshake, MAX_CONTROL_BACKLOG, SOFTWARE, handshake, queue_control};
 use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::packetize::{Fragments, WireFrame};
@@ -482,39 +482,26 @@ impl SenderSession {
     }
 
     fn on_message(&mut self, now: Instant, msg: ControlMessage) {
-        if self.peer_hello.is_none() && !matches!(msg, ControlMessage::Hello(_)) {
-            self.fail(
-                now,
-                CloseCode::ProtocolViolation,
-                "receiver's first message was not a hello",
-            );
-            return;
-        }
-        match msg {
-            ControlMessage::Hello(h) => {
-                if self.peer_hello.is_some() {
-                    self.stats.control_errors.unexpected += 1;
-                } else if h.version != VERSION {
-                    let why = format!(
-                        "receiver speaks protocol version {}, this sender {VERSION}",
-                        h.version
-                    );
-                    self.fail(now, CloseCode::VersionMismatch, &why);
-                } else if h.role != Role::Receiver {
-                    self.fail(
-                        now,
-                        CloseCode::ProtocolViolation,
-                        "peer claims to be a sender too",
-                    );
-                } else {
-                    debug!(software = %h.software, "receiver hello");
-                    if h.max_frame_bytes > 0 {
-                        // Frames the receiver would refuse are better dropped here, counted.
-                        self.cfg.max_frame_bytes = self.cfg.max_frame_bytes.min(h.max_frame_bytes);
-                    }
-                    self.peer_hello = Some(h);
-                }
+        let msg = match handshake(self.peer_hello.is_some(), Role::Receiver, msg) {
+            Handshake::Fail(code, why) => return self.fail(now, code, &why),
+            Handshake::Duplicate => {
+                self.stats.control_errors.unexpected += 1;
+                return;
             }
+            Handshake::Hello(h) => {
+                debug!(software = %h.software, "receiver hello");
+                if h.max_frame_bytes > 0 {
+                    // Frames the receiver would refuse are better dropped here, counted.
+                    self.cfg.max_frame_bytes = self.cfg.max_frame_bytes.min(h.max_frame_bytes);
+                }
+                self.peer_hello = Some(h);
+                return;
+            }
+            Handshake::Message(m) => m,
+        };
+        match msg {
+            // Taken by the handshake above.
+            ControlMessage::Hello(_) => {}
             ControlMessage::Ping(p) => {
                 let t = self.anchor.micros(now);
                 let pong = Pong {
