@@ -168,7 +168,7 @@ impl LinkArgs {
             rate: self.rate,
             queue: self.queue,
             aqm: self.aqm,
-            trace: self.trace.clone(),
+            trace: self.trace.clone().map(Into::into),
             trace_start: self.trace_start,
             poisson: self.poisson,
             mtu: self.mtu,
@@ -207,7 +207,7 @@ pub struct SessionArgs {
     /// Longest playout delay [default: 2s].
     #[arg(long, value_name = "DURATION", help_heading = "Session")]
     pub max_delay: Option<Dur>,
-    /// How long the sender streams [default: the scenario's, or 20s].
+    /// How long the sender streams [default: the scenario's, or 60s].
     #[arg(long, value_name = "DURATION", help_heading = "Session")]
     pub duration: Option<Dur>,
     /// Seed of every random draw (printed always) [default: the scenario's, or 1].
@@ -229,6 +229,11 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run in real time (quinn over simulated sockets, on the wall clock) instead of virtual
+    /// time. Virtual time is exact, repeatable and about a hundred times faster; real time
+    /// also shows scheduling and CPU effects.
+    #[arg(long)]
+    pub realtime: bool,
     /// Link flags.
     #[command(flatten)]
     pub link: LinkArgs,
@@ -277,6 +282,9 @@ pub struct SweepArgs {
     /// Where sweep.csv, sweep.json and sweep.svg go.
     #[arg(long, default_value = "sweep-out", value_name = "DIR")]
     pub out: PathBuf,
+    /// Run each cell in real time instead of virtual time.
+    #[arg(long)]
+    pub realtime: bool,
     /// Link flags.
     #[command(flatten)]
     pub link: LinkArgs,
@@ -317,7 +325,7 @@ impl SessionArgs {
     }
 }
 
-/// The built-in default scenario: 30 fps, 2 Mbit/s video for 20 s over a 20 Mbit/s path with
+/// The built-in default scenario: 30 fps, 2 Mbit/s video for 60 s over a 20 Mbit/s path with
 /// 25 ms one-way delay, 5 ms of normal jitter, 1 % loss and a 100-packet queue, both ways.
 pub fn default_scenario() -> ScenarioFile {
     let ms = |v| Some(Dur(Duration::from_millis(v)));
@@ -327,7 +335,7 @@ pub fn default_scenario() -> ScenarioFile {
             "30 fps 2 Mbit/s video over a 20 Mbit/s path, 25 ms ± 5 ms one way, 1 % loss".into(),
         ),
         seed: Some(1),
-        duration: Some(Dur(Duration::from_secs(20))),
+        duration: Some(Dur(Duration::from_secs(60))),
         link: LinkSpec {
             delay: ms(25),
             jitter: ms(5),
@@ -447,7 +455,7 @@ mod tests {
         let (rest, rev) = split_reverse(args).unwrap();
         assert_eq!(rest.len(), 4);
         assert_eq!(rev.loss, Some(Pct(0.0)));
-        assert_eq!(rev.trace, Some(PathBuf::from("x.up")));
+        assert_eq!(rev.trace, Some(PathBuf::from("x.up").into()));
         assert_eq!(rev.keep_order, Some(true));
         let bad: Vec<OsString> = ["rtq-sim", "--reverse-loss"]
             .iter()

@@ -59,39 +59,83 @@ pub fn result_line(r: &RunReport) -> String {
     )
 }
 
-/// Runs one scenario in real time with an optional progress bar; Ctrl-C ends it early, with
-/// everything written.
-pub fn run_scenario(scenario: &Scenario, progress: bool) -> anyhow::Result<RunOutcome> {
+/// How a run keeps time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// A discrete-event loop over quinn-proto ([`crate::vtime`]): exact, repeatable, fast.
+    Virtual,
+    /// The wall clock: quinn over simulated sockets ([`crate::run::realtime`]).
+    Realtime,
+}
+
+impl Clock {
+    /// From `--realtime`.
+    pub fn from_flag(realtime: bool) -> Self {
+        if realtime {
+            Self::Realtime
+        } else {
+            Self::Virtual
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Virtual => "virtual time",
+            Self::Realtime => "real time",
+        }
+    }
+}
+
+/// Runs one scenario with an optional progress bar; Ctrl-C ends it early, with everything
+/// written.
+pub fn run_scenario(
+    scenario: &Scenario,
+    progress: bool,
+    clock: Clock,
+) -> anyhow::Result<RunOutcome> {
     let rt = rtq::cli::runtime()?;
     let total = scenario.duration.as_millis() as u64;
     let bar = if progress {
         let b = indicatif::ProgressBar::new(total);
+        let template = match clock {
+            Clock::Realtime => "{spinner} {msg} [{bar:30}] {elapsed}/{duration}",
+            Clock::Virtual => "{spinner} {msg} [{bar:30}] {pos}/{len} ms simulated",
+        };
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:30}] {elapsed}/{duration}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_message(scenario.name.clone());
         Some(b)
     } else {
         None
     };
-    let outcome = rt.block_on(async {
-        let (trigger, shutdown) = Shutdown::new();
-        tokio::spawn(trigger_on_signals(trigger));
-        crate::run::realtime(scenario, shutdown, |elapsed| {
-            if let Some(b) = &bar {
-                b.set_position((elapsed.as_millis() as u64).min(total));
-            }
-        })
-        .await
-    });
+    let show = |elapsed: Duration| {
+        if let Some(b) = &bar {
+            b.set_position((elapsed.as_millis() as u64).min(total));
+        }
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    rt.spawn(trigger_on_signals(trigger));
+    let outcome = match clock {
+        Clock::Realtime => rt.block_on(crate::run::realtime(scenario, shutdown, show)),
+        Clock::Virtual => crate::vtime::run(scenario, show, || shutdown.is_set()),
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     rt.shutdown_timeout(Duration::from_millis(200));
     outcome
+}
+
+/// How fast a virtual-time run went: simulated seconds per wall-clock second.
+pub fn speed_line(simulated: Duration, wall: Duration) -> String {
+    let ratio = simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9);
+    format!(
+        "rtq-sim: simulated {:.1} s in {:.3} s of wall-clock time ({ratio:.0}× real time)",
+        simulated.as_secs_f64(),
+        wall.as_secs_f64(),
+    )
 }
 
 /// `rtq-sim run`.
@@ -100,8 +144,9 @@ pub fn run(a: RunArgs, reverse: &LinkSpec) -> anyhow::Result<ExitCode> {
     let scenario = scenario_from(a.scenario.as_ref(), &flags)?
         .resolve()
         .map_err(msg)?;
+    let clock = Clock::from_flag(a.realtime);
     eprintln!(
-        "rtq-sim: scenario {} — seed {} — {} of {} (real time)",
+        "rtq-sim: scenario {} — seed {} — {} of {} ({})",
         scenario.name,
         scenario.seed,
         rtq::units::format_duration(scenario.duration),
@@ -110,10 +155,17 @@ pub fn run(a: RunArgs, reverse: &LinkSpec) -> anyhow::Result<ExitCode> {
         } else {
             scenario.description.clone()
         },
+        clock.describe(),
     );
-    let outcome = run_scenario(&scenario, !a.quiet)?;
+    let started = crate::realtime::now();
+    let outcome = run_scenario(&scenario, !a.quiet, clock)?;
+    let wall = started.elapsed();
     let written = write_outputs(&a.out, &outcome)?;
     let r = &outcome.report;
+    if clock == Clock::Virtual {
+        // Wall-clock figures go to stdout, never into report.json (it must not vary).
+        println!("{}", speed_line(scenario.duration, wall));
+    }
     eprint!("{}", rtq::stats::text::summary("receiver", &r.receiver));
     eprint!("{}", link_lines(&r.link.forward, &r.link.reverse));
     eprintln!("  result   {}", result_line(r));
@@ -319,7 +371,7 @@ pub fn sweep(a: SweepArgs, reverse: &LinkSpec) -> anyhow::Result<ExitCode> {
                 params.join(", "),
                 scenario.seed
             );
-            let out = run_scenario(&scenario, false)?;
+            let out = run_scenario(&scenario, false, Clock::from_flag(a.realtime))?;
             let r = &out.report;
             eprintln!("  {}", result_line(r));
             cells.push(Cell {

@@ -252,7 +252,7 @@ pub struct LinkSpec {
     #[serde(default, with = "as_str::opt")]
     pub aqm: Option<Aqm>,
     /// Mahimahi trace giving the bottleneck's capacity.
-    pub trace: Option<PathBuf>,
+    pub trace: Option<TracePath>,
     /// Where in the trace to start.
     pub trace_start: Option<Dur>,
     /// Poisson capacity of this mean rate (Pantheon's emulators).
@@ -343,7 +343,7 @@ impl LinkSpec {
                         .map_err(|e: crate::link::rate::ParseAqmError| err(e.to_string()))?,
                 )
             }
-            "trace" => self.trace = Some(PathBuf::from(value)),
+            "trace" => self.trace = Some(TracePath::from(PathBuf::from(value))),
             "trace_start" => self.trace_start = Some(value.parse().map_err(err)?),
             "poisson" => self.poisson = Some(value.parse().map_err(err)?),
             _ => return self.set(name, value).map_err(|e| format!("--reverse-{e}")),
@@ -434,6 +434,38 @@ pub struct LossReport {
     pub params: Vec<Pct>,
     #[serde(skip)]
     model_value: LossModel,
+}
+
+/// A trace file as written (in a scenario file or a flag), and the path it is read from
+/// (relative paths in a scenario file are relative to the file). Reports show it as written, so
+/// that a report does not depend on the directory the run started in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracePath {
+    /// As written.
+    pub written: PathBuf,
+    /// Where it is read from.
+    pub resolved: PathBuf,
+}
+
+impl From<PathBuf> for TracePath {
+    fn from(p: PathBuf) -> Self {
+        Self {
+            written: p.clone(),
+            resolved: p,
+        }
+    }
+}
+
+impl Serialize for TracePath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.written.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TracePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PathBuf::deserialize(d).map(Self::from)
+    }
 }
 
 /// A bottleneck as reports show it.
@@ -532,7 +564,8 @@ impl LinkSpec {
                 aqm,
                 trace_data: None,
             })
-        } else if let Some(path) = &self.trace {
+        } else if let Some(tp) = &self.trace {
+            let path = &tp.resolved;
             let t = traces.load(path)?;
             let start = self.trace_start.unwrap_or_default();
             if start.0 >= t.period() {
@@ -546,7 +579,7 @@ impl LinkSpec {
             Some(BottleneckReport {
                 kind: "trace".into(),
                 rate: Rate(t.mean_bps().round() as u64),
-                trace: Some(path.clone()),
+                trace: Some(tp.written.clone()),
                 trace_start: Some(start),
                 queue: QueueSpec(queue),
                 aqm,
@@ -881,7 +914,7 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("1200"), "{e}");
         let e = LinkSpec {
-            trace: Some("/nonexistent/trace".into()),
+            trace: Some(PathBuf::from("/nonexistent/trace").into()),
             ..Default::default()
         }
         .resolve(&mut c)

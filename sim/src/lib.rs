@@ -18,3 +18,4 @@ pub mod realtime;
 pub mod run;
 pub mod scenario;
 pub mod socket;
+pub mod vtime;

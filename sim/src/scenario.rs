@@ -164,10 +164,10 @@ impl ScenarioFile {
         // Trace paths are relative to the file.
         let dir = path.parent().unwrap_or(FsPath::new("."));
         for spec in [&mut s.link, &mut s.forward, &mut s.reverse] {
-            if let Some(t) = &spec.trace
-                && t.is_relative()
+            if let Some(t) = spec.trace.as_mut()
+                && t.written.is_relative()
             {
-                spec.trace = Some(dir.join(t));
+                t.resolved = dir.join(&t.written);
             }
         }
         Ok(s)

@@ -15,6 +15,7 @@
 //! control: when the path MTU shrinks, quinn discards queued datagrams that no longer fit (at
 //! most the 64 KiB buffer); those frames are counted lost by the receiver.
 
+pub mod bbr;
 pub mod io;
 pub mod receiver;
 pub mod sender;
@@ -245,7 +246,15 @@ pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Figures of a QUIC connection for the report.
 pub fn quic_report(conn: &quinn::Connection) -> crate::stats::report::QuicReport {
-    let s = conn.stats();
+    quic_report_of(&conn.stats(), conn.max_datagram_size())
+}
+
+/// The QUIC section of a session report from a connection's statistics and its current
+/// largest datagram (for shells that drive quinn-proto themselves, such as the simulator's).
+pub fn quic_report_of(
+    s: &quinn::ConnectionStats,
+    max_datagram: Option<usize>,
+) -> crate::stats::report::QuicReport {
     crate::stats::report::QuicReport {
         rtt_us: u64::try_from(s.path.rtt.as_micros()).unwrap_or(u64::MAX),
         cwnd: s.path.cwnd,
@@ -253,7 +262,7 @@ pub fn quic_report(conn: &quinn::Connection) -> crate::stats::report::QuicReport
         udp_tx_datagrams: s.udp_tx.datagrams,
         udp_rx_datagrams: s.udp_rx.datagrams,
         mtu: u64::from(s.path.current_mtu),
-        max_datagram: conn.max_datagram_size().unwrap_or(0) as u64,
+        max_datagram: max_datagram.unwrap_or(0) as u64,
     }
 }
 

@@ -11,7 +11,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::io::{Input, Stream};
 use super::tls::{Trust, client_config};
-use super::transport::{TransportOptions, transport_config};
+use super::transport::{TransportOptions, queue_allowance, transport_config};
 use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
 use crate::session::{End, Outgoing, SenderConfig, SenderSession};
 use crate::source::{SourceKind, SyntheticSource};
@@ -102,17 +102,6 @@ fn host_of(addr: &str) -> String {
     host.trim_start_matches('[')
         .trim_end_matches(']')
         .to_string()
-}
-
-/// How much sending time the sender lets wait in QUIC's datagram buffer.
-const QUEUE_BUDGET: Duration = Duration::from_millis(50);
-
-/// Bytes QUIC may hold: what it sends in [`QUEUE_BUDGET`] at a window per round trip, and never
-/// less than a window (or four full datagrams).
-fn queue_allowance(cwnd: u64, rtt: Duration) -> usize {
-    let rtt = rtt.max(Duration::from_micros(10));
-    let per_budget = cwnd as f64 * (QUEUE_BUDGET.as_secs_f64() / rtt.as_secs_f64());
-    (per_budget.max(cwnd as f64).max(4.0 * 1500.0)).min(usize::MAX as f64) as usize
 }
 
 /// How often a sender holding datagrams back for the congestion window looks again.
@@ -270,7 +259,7 @@ async fn drive(
             // backlog is bounded.
             c.try_send(b);
         }
-        // Hand QUIC no more than it can send within QUEUE_BUDGET at its current rate (a window
+        // Hand QUIC no more than it can send within transport::QUEUE_BUDGET at its current rate (a window
         // per round trip): a datagram queued in QUIC cannot be dropped at its frame's deadline;
         // one waiting in the session can.
         let window = queue_allowance(conn.stats().path.cwnd, conn.rtt());
@@ -463,19 +452,6 @@ mod tests {
         assert_eq!(host_of("127.0.0.1:4433"), "127.0.0.1");
         assert_eq!(host_of("[::1]:4433"), "::1");
         assert_eq!(host_of("example.com:1"), "example.com");
-    }
-
-    #[test]
-    fn quic_holds_about_fifty_milliseconds_of_sending() {
-        // A collapsed window on a long path: one window.
-        assert_eq!(queue_allowance(3000, Duration::from_millis(80)), 6000);
-        // 12 kB per 80 ms: 50 ms worth is less than a window, so a window.
-        assert_eq!(queue_allowance(12_000, Duration::from_millis(80)), 12_000);
-        // Loopback: a window per 100 µs is 500 windows in 50 ms.
-        assert_eq!(
-            queue_allowance(12_000, Duration::from_micros(100)),
-            6_000_000
-        );
     }
 
     #[test]

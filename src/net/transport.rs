@@ -8,7 +8,7 @@
 //! | keep-alive | 1 s | off | Keeps NAT bindings warm and notices a dead path within the idle timeout. |
 //! | idle timeout | 10 s | 30 s | A dead peer is given up sooner; `--idle-timeout` changes it. |
 //! | streams | 1 bidirectional (control), no unidirectional | 100/100 | Nothing else is accepted. |
-//! | congestion control | BBR | CUBIC | Loss-based CUBIC reads random loss and jitter as congestion: across rtq-sim's shipped scenarios it gave 2-10× the end-to-end delay of BBR, and on 40 ms ± 10 ms with 1 % loss it collapsed (51 % of frames on time against 93 %). `--congestion cubic` or `newreno` for comparisons. quinn marks its BBR experimental. |
+//! | congestion control | BBR ([`super::bbr`]: quinn's, with a seedable draw) | CUBIC | Loss-based CUBIC reads random loss and jitter as congestion: across rtq-sim's shipped scenarios it gave 2-10× the end-to-end delay of BBR, and on 40 ms ± 10 ms with 1 % loss it collapsed (51 % of frames on time against 93 %). `--congestion cubic` or `newreno` for comparisons. quinn marks its BBR experimental. |
 //! | loss detection: packet threshold | 32 | 3 | Jitter reorders packets of a burst; with 3, every reordering is taken for a loss and the window collapses. Datagrams are never retransmitted, so a later loss verdict only delays the congestion response. |
 //! | loss detection: time threshold | 1.5 RTT | 9/8 RTT | Likewise, for delay variation of a third of the RTT. |
 //!
@@ -18,7 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+use quinn::congestion::{CubicConfig, NewRenoConfig};
+
+use super::bbr::BbrConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 /// Congestion controller choice.
@@ -26,7 +28,8 @@ use quinn::{IdleTimeout, TransportConfig, VarInt};
 pub enum Congestion {
     /// CUBIC (RFC 9438), quinn's default: loss-based.
     Cubic,
-    /// BBR (quinn's implementation, marked experimental there): model-based; rtq's default.
+    /// BBR (quinn's implementation, marked experimental there, with a seedable random draw):
+    /// model-based; rtq's default.
     #[default]
     Bbr,
     /// NewReno (RFC 9002 §7).
@@ -52,6 +55,9 @@ pub struct TransportOptions {
     pub idle_timeout: Duration,
     /// Bytes of datagrams QUIC may hold waiting to be sent.
     pub datagram_send_buffer: usize,
+    /// Seed for the congestion controller's random draws (`None`: from the operating system).
+    /// The simulator sets it so that runs repeat exactly.
+    pub seed: Option<u64>,
 }
 
 impl Default for TransportOptions {
@@ -60,6 +66,7 @@ impl Default for TransportOptions {
             congestion: Congestion::Bbr,
             idle_timeout: Duration::from_secs(10),
             datagram_send_buffer: 64 * 1024,
+            seed: None,
         }
     }
 }
@@ -68,6 +75,18 @@ impl Default for TransportOptions {
 pub const DATAGRAM_RECEIVE_BUFFER: usize = 4 << 20;
 /// Receive window of the control stream.
 const CONTROL_WINDOW: u32 = 256 * 1024;
+
+/// How much sending time a sender lets wait in QUIC's datagram buffer.
+pub const QUEUE_BUDGET: Duration = Duration::from_millis(50);
+
+/// Bytes of datagrams a sender lets QUIC hold: what QUIC sends in [`QUEUE_BUDGET`] at a window
+/// per round trip, and never less than a window (or four full datagrams). A datagram queued in
+/// QUIC cannot be dropped at its frame's deadline; one waiting in the session can.
+pub fn queue_allowance(cwnd: u64, rtt: Duration) -> usize {
+    let rtt = rtt.max(Duration::from_micros(10));
+    let per_budget = cwnd as f64 * (QUEUE_BUDGET.as_secs_f64() / rtt.as_secs_f64());
+    (per_budget.max(cwnd as f64).max(4.0 * 1500.0)).min(usize::MAX as f64) as usize
+}
 
 /// The transport configuration for both ends.
 pub fn transport_config(opts: &TransportOptions) -> TransportConfig {
@@ -84,8 +103,30 @@ pub fn transport_config(opts: &TransportOptions) -> TransportConfig {
         .time_threshold(1.5);
     match opts.congestion {
         Congestion::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
-        Congestion::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
+        Congestion::Bbr => {
+            let mut bbr = BbrConfig::default();
+            bbr.seed(opts.seed);
+            t.congestion_controller_factory(Arc::new(bbr))
+        }
         Congestion::Newreno => t.congestion_controller_factory(Arc::new(NewRenoConfig::default())),
     };
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quic_holds_about_fifty_milliseconds_of_sending() {
+        // A collapsed window on a long path: one window.
+        assert_eq!(queue_allowance(3000, Duration::from_millis(80)), 6000);
+        // 12 kB per 80 ms: 50 ms worth is less than a window, so a window.
+        assert_eq!(queue_allowance(12_000, Duration::from_millis(80)), 12_000);
+        // Loopback: a window per 100 µs is 500 windows in 50 ms.
+        assert_eq!(
+            queue_allowance(12_000, Duration::from_micros(100)),
+            6_000_000
+        );
+    }
 }

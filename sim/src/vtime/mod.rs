@@ -1,0 +1,976 @@
+//! Virtual time: the whole run — two quinn-proto endpoints, the rtq sender and receiver
+//! sessions, the source and both link paths — driven by one discrete-event loop that jumps
+//! from deadline to deadline. Nothing sleeps and nothing reads the clock: a 60 s scenario takes
+//! as long as its events take to compute, and the same scenario and seed give the same report,
+//! byte for byte ([`determinism`] explains what that takes).
+//!
+//! The real QUIC stack runs (handshake, congestion control, pacing, loss detection, path-MTU
+//! discovery); only the sockets and the clock are replaced. The two application drivers
+//! ([`SenderApp`], [`ReceiverApp`]) follow the real-time shells of `rtq::net` step for step: the
+//! same session calls, the same limit on what QUIC may hold, the same closing handshake.
+//!
+//! The loop, at each instant `now`: apply due link-parameter changes; hand every packet the
+//! paths release at `now` to its endpoint; let each connection handle its timers and events and
+//! its application take a step; collect what the connections send into the paths; then jump to
+//! the earliest deadline of all of them.
+
+pub mod determinism;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use quinn_proto::{
+    ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, ReadError,
+    SendDatagramError, StreamEvent, StreamId, Transmit, WriteError,
+};
+use rtq::clock::{ClockAnchor, ClockMode};
+use rtq::jitter::JitterConfig;
+use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
+use rtq::net::tls::{Trust, client_config};
+use rtq::net::transport::{TransportOptions, queue_allowance, transport_config};
+use rtq::session::{End, Outgoing, ReceiverConfig, ReceiverSession, SenderConfig, SenderSession};
+use rtq::source::SyntheticSource;
+use rtq::stats::report::SessionReport;
+
+use crate::config::{Direction, LinkConfig};
+use crate::link::Path;
+use crate::run::{LinkReport, RunOutcome, RunReport};
+use crate::scenario::Scenario;
+use crate::socket::{RECEIVER_ADDR, SENDER_ADDR};
+
+/// Wall-clock time the virtual clock starts at, µs since 1970 (2026-01-01T00:00:00Z): what the
+/// sessions stamp on the wire, the same every run.
+const VIRTUAL_UNIX_START_US: u64 = 1_767_225_600_000_000;
+
+/// How long the sender waits for the handshake (as `rtq::net::sender`'s connect timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the sender waits for its control stream to be read before closing (as the
+/// real-time shell's `ControlPipe::finish`).
+const SENDER_CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long the receiver waits for the sender to close after its goodbye (as the real-time
+/// shell's `CLOSE_WAIT`).
+const RECEIVER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Largest control-stream chunk read at once.
+const CONTROL_CHUNK: usize = 64 * 1024;
+/// Virtual time a run may take beyond the scenario's duration before it is called stuck.
+const OVERTIME: Duration = Duration::from_secs(120);
+/// Steps at one instant after which the loop is called stuck (a component that keeps asking
+/// to be woken now without doing anything).
+const MAX_STEPS_PER_INSTANT: u32 = 100_000;
+/// How often (virtual time) `progress` is called.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs `scenario` in virtual time. `progress(virtual elapsed)` is called now and then;
+/// `stop()` is polled as often, and when it returns true both sessions end early, cleanly
+/// (as on Ctrl-C in real time).
+pub fn run(
+    scenario: &Scenario,
+    mut progress: impl FnMut(Duration),
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<RunOutcome> {
+    let mut world = World::new(scenario)?;
+    let limit = world.epoch + scenario.duration + OVERTIME;
+    let mut next_progress = world.epoch;
+    let mut same_instant = 0u32;
+    let mut stopping = false;
+    loop {
+        world.step()?;
+        if world.finished() {
+            break;
+        }
+        if world.now >= next_progress {
+            progress(world.now - world.epoch);
+            next_progress = world.now + PROGRESS_EVERY;
+            if !stopping && stop() {
+                stopping = true;
+                world.abort();
+                continue;
+            }
+        }
+        let next = world.next_wake().unwrap_or(limit).max(world.now);
+        if next > limit {
+            anyhow::bail!(
+                "the run did not end within {} s of virtual time past its duration (sender: {}, receiver: {})",
+                OVERTIME.as_secs(),
+                world.sender.describe(),
+                world.receiver.describe()
+            );
+        }
+        if next == world.now {
+            same_instant += 1;
+            if same_instant > MAX_STEPS_PER_INSTANT {
+                anyhow::bail!(
+                    "virtual time stalled at {:?}: something keeps asking to run at once (sender: {}, receiver: {})",
+                    world.now - world.epoch,
+                    world.sender.describe(),
+                    world.receiver.describe()
+                );
+            }
+        } else {
+            same_instant = 0;
+            world.now = next;
+        }
+    }
+    progress(world.now - world.epoch);
+    world.outcome(scenario)
+}
+
+/// One QUIC endpoint and its (at most one) connection.
+struct Quic {
+    endpoint: Endpoint,
+    addr: SocketAddr,
+    conn: Option<(ConnectionHandle, quinn_proto::Connection)>,
+    buf: Vec<u8>,
+}
+
+impl Quic {
+    fn new(endpoint: Endpoint, addr: SocketAddr) -> Self {
+        Self {
+            endpoint,
+            addr,
+            conn: None,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Takes a datagram from the link.
+    fn receive(&mut self, now: Instant, from: SocketAddr, data: Vec<u8>, out: &mut Path) {
+        self.buf.clear();
+        let event = self.endpoint.handle(
+            now,
+            from,
+            None,
+            None,
+            BytesMut::from(&data[..]),
+            &mut self.buf,
+        );
+        match event {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if self.conn.is_some() {
+                    // One session per run: a second connection is refused, as by a receiver
+                    // at its session limit.
+                    let mut buf = Vec::new();
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    push_transmit(out, now, &t, &buf);
+                    return;
+                }
+                let mut buf = Vec::new();
+                match self.endpoint.accept(incoming, now, &mut buf, None) {
+                    Ok(c) => self.conn = Some(c),
+                    Err(e) => {
+                        if let Some(t) = e.response {
+                            push_transmit(out, now, &t, &buf);
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
+                if let Some((h, conn)) = self.conn.as_mut()
+                    && *h == ch
+                {
+                    conn.handle_event(ev);
+                }
+            }
+            Some(DatagramEvent::Response(t)) => {
+                let buf = std::mem::take(&mut self.buf);
+                push_transmit(out, now, &t, &buf);
+                self.buf = buf;
+            }
+            None => {}
+        }
+    }
+
+    /// Lets the connection handle its timers and events, its application take a step, and
+    /// sends what it has into `out`.
+    fn drive(&mut self, now: Instant, app: &mut impl App, out: &mut Path) {
+        let Some((ch, conn)) = self.conn.as_mut() else {
+            return;
+        };
+        if conn.poll_timeout().is_some_and(|t| t <= now) {
+            conn.handle_timeout(now);
+        }
+        while let Some(ev) = conn.poll() {
+            app.on_event(now, conn, ev);
+        }
+        app.step(now, conn);
+        loop {
+            let mut busy = false;
+            while let Some(ev) = conn.poll_endpoint_events() {
+                busy = true;
+                if let Some(back) = self.endpoint.handle_event(*ch, ev) {
+                    conn.handle_event(back);
+                }
+            }
+            self.buf.clear();
+            while let Some(t) = conn.poll_transmit(now, 1, &mut self.buf) {
+                busy = true;
+                push_transmit(out, now, &t, &self.buf);
+                self.buf.clear();
+            }
+            if !busy {
+                break;
+            }
+        }
+        if conn.is_drained() {
+            self.conn = None;
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.conn.as_mut().and_then(|(_, c)| c.poll_timeout())
+    }
+}
+
+/// Hands a transmit's datagrams (one, or several of `segment_size`) to the link.
+fn push_transmit(out: &mut Path, now: Instant, t: &Transmit, buf: &[u8]) {
+    let data = &buf[..t.size.min(buf.len())];
+    match t.segment_size {
+        Some(seg) if seg > 0 => {
+            for d in data.chunks(seg) {
+                out.push(now, d.to_vec());
+            }
+        }
+        _ => out.push(now, data.to_vec()),
+    }
+}
+
+/// What the event loop asks of an application driver.
+trait App {
+    /// The connection reported `ev`.
+    fn on_event(&mut self, now: Instant, conn: &mut quinn_proto::Connection, ev: Event);
+    /// Time to do whatever is due.
+    fn step(&mut self, now: Instant, conn: &mut quinn_proto::Connection);
+}
+
+/// The simulated world.
+struct World {
+    epoch: Instant,
+    now: Instant,
+    client: Quic,
+    server: Quic,
+    /// Sender → receiver.
+    forward: Path,
+    /// Receiver → sender.
+    reverse: Path,
+    forward_steps: VecDeque<(Instant, LinkConfig)>,
+    reverse_steps: VecDeque<(Instant, LinkConfig)>,
+    sender: SenderApp,
+    receiver: ReceiverApp,
+}
+
+impl World {
+    fn new(scenario: &Scenario) -> anyhow::Result<Self> {
+        // Any instant will do: only differences between instants matter, and the sessions
+        // map them to wall-clock time through a fixed anchor.
+        let epoch = crate::realtime::now();
+        let seed = scenario.seed;
+        let (fs, rs) = scenario.path_seeds();
+        let anchor = ClockAnchor::new(epoch, VIRTUAL_UNIX_START_US);
+        let transport = TransportOptions {
+            congestion: scenario.congestion,
+            seed: Some(determinism::congestion_seed(seed)),
+            ..Default::default()
+        };
+
+        let ropts = RecvOptions {
+            listen: RECEIVER_ADDR,
+            transport,
+            session: ReceiverConfig {
+                jitter: JitterConfig {
+                    mode: scenario.jitter,
+                    max_delay: scenario.max_delay,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            clock: ClockChoice::System,
+            output: None,
+            once: true,
+            max_sessions: 1,
+            status: false,
+            summaries: false,
+        };
+        let identity = determinism::fixed_identity()?;
+        let fingerprint = identity
+            .fingerprint()
+            .ok_or_else(|| anyhow::anyhow!("the fixed identity has no certificate"))?;
+        let mut server_cfg = Receiver::server_config(&ropts, identity)?;
+        determinism::seed_server(&mut server_cfg, seed);
+        let server = Endpoint::new(
+            Arc::new(determinism::endpoint_config(seed, true)),
+            Some(Arc::new(server_cfg)),
+            true,
+            None,
+        );
+
+        let mut client_cfg = client_config(Trust::Pin(fingerprint))?;
+        client_cfg.transport_config(Arc::new(transport_config(&transport)));
+        determinism::seed_client(&mut client_cfg, seed);
+        let mut client = Quic::new(
+            Endpoint::new(
+                Arc::new(determinism::endpoint_config(seed, false)),
+                None,
+                true,
+                None,
+            ),
+            SENDER_ADDR,
+        );
+        let conn = client
+            .endpoint
+            .connect(epoch, client_cfg, RECEIVER_ADDR, "localhost")
+            .map_err(|e| anyhow::anyhow!("cannot start the QUIC handshake: {e}"))?;
+        client.conn = Some(conn);
+
+        let sender = SenderApp::new(
+            SenderConfig {
+                compress: scenario.compress,
+                deadline: scenario.deadline,
+                ..Default::default()
+            },
+            scenario,
+            anchor,
+            transport.datagram_send_buffer,
+            epoch,
+        );
+        let mut rcfg = ropts.session;
+        rcfg.clock = ClockMode::System;
+        let receiver = ReceiverApp::new(rcfg, anchor);
+        Ok(Self {
+            epoch,
+            now: epoch,
+            client,
+            server: Quic::new(server, RECEIVER_ADDR),
+            forward: scenario.forward.build(fs),
+            reverse: scenario.reverse.build(rs),
+            forward_steps: scenario.steps(Direction::Forward, epoch).into(),
+            reverse_steps: scenario.steps(Direction::Reverse, epoch).into(),
+            sender,
+            receiver,
+        })
+    }
+
+    /// Everything due at `now`.
+    fn step(&mut self) -> anyhow::Result<()> {
+        let now = self.now;
+        for (steps, path) in [
+            (&mut self.forward_steps, &mut self.forward),
+            (&mut self.reverse_steps, &mut self.reverse),
+        ] {
+            while steps.front().is_some_and(|(at, _)| *at <= now) {
+                if let Some((at, cfg)) = steps.pop_front() {
+                    path.advance(at);
+                    cfg.apply(path);
+                }
+            }
+        }
+        while let Some((_, data)) = self.forward.poll(now) {
+            self.server
+                .receive(now, self.client.addr, data, &mut self.reverse);
+        }
+        while let Some((_, data)) = self.reverse.poll(now) {
+            self.client
+                .receive(now, self.server.addr, data, &mut self.forward);
+        }
+        self.client.drive(now, &mut self.sender, &mut self.forward);
+        self.server
+            .drive(now, &mut self.receiver, &mut self.reverse);
+        if self.client.conn.is_none() {
+            self.sender.connection_gone(now);
+        }
+        if self.server.conn.is_none() {
+            self.receiver.connection_gone(now);
+        }
+        if let Some(why) = self.sender.failed.take() {
+            anyhow::bail!("{why}");
+        }
+        Ok(())
+    }
+
+    fn finished(&self) -> bool {
+        self.sender.report.is_some() && (self.receiver.report.is_some() || !self.receiver.seen)
+    }
+
+    fn abort(&mut self) {
+        let now = self.now;
+        self.sender.abort(now);
+        self.receiver.abort(now);
+    }
+
+    fn next_wake(&mut self) -> Option<Instant> {
+        [
+            self.forward.poll_timeout(),
+            self.reverse.poll_timeout(),
+            self.forward_steps.front().map(|(at, _)| *at),
+            self.reverse_steps.front().map(|(at, _)| *at),
+            self.client.poll_timeout(),
+            self.server.poll_timeout(),
+            self.sender.wake(),
+            self.receiver.wake(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn outcome(self, scenario: &Scenario) -> anyhow::Result<RunOutcome> {
+        let Some(sent) = self.sender.report else {
+            anyhow::bail!("the sender did not finish");
+        };
+        let (Some(received), Some(delays)) = (self.receiver.report, self.receiver.delays) else {
+            anyhow::bail!(
+                "the receiver saw no session (the handshake never completed through this link)"
+            );
+        };
+        Ok(RunOutcome {
+            report: RunReport {
+                scenario: scenario.clone(),
+                seed: scenario.seed,
+                clock: "virtual",
+                sender: sent,
+                receiver: received,
+                link: LinkReport {
+                    forward: self.forward.report(),
+                    reverse: self.reverse.report(),
+                },
+            },
+            delays,
+            send_delay: self.sender.send_delay,
+        })
+    }
+}
+
+/// Writes what the session has for the control stream, as far as the stream takes it; what it
+/// does not take waits in `held` (the session's own backlog is bounded).
+fn write_control(
+    conn: &mut quinn_proto::Connection,
+    id: StreamId,
+    held: &mut Option<Bytes>,
+    mut next: impl FnMut() -> Option<Bytes>,
+) {
+    loop {
+        if held.is_none() {
+            *held = next();
+        }
+        let Some(b) = held.as_mut() else {
+            return;
+        };
+        match conn.send_stream(id).write(b) {
+            Ok(n) => {
+                b.advance(n);
+                if !b.is_empty() {
+                    return;
+                }
+                *held = None;
+            }
+            Err(WriteError::Blocked) => return,
+            Err(_) => {
+                // Stopped or closed: nothing more can be written.
+                *held = None;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads what has arrived on the control stream into `take`; returns whether the peer has
+/// finished the stream.
+fn read_control(
+    conn: &mut quinn_proto::Connection,
+    id: StreamId,
+    mut take: impl FnMut(&[u8]),
+) -> bool {
+    let mut recv = conn.recv_stream(id);
+    let Ok(mut chunks) = recv.read(true) else {
+        return true;
+    };
+    let mut ended = false;
+    loop {
+        match chunks.next(CONTROL_CHUNK) {
+            Ok(Some(c)) => take(&c.bytes),
+            Ok(None) => {
+                ended = true;
+                break;
+            }
+            Err(ReadError::Blocked) => break,
+            Err(ReadError::Reset(_)) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    // Whether flow-control credit should be sent: the loop polls for transmits anyway.
+    let _ = chunks.finalize();
+    ended
+}
+
+fn explain(e: &ConnectionError) -> String {
+    rtq::net::explain(e)
+}
+
+fn close(now: Instant, conn: &mut quinn_proto::Connection, end: &End) {
+    conn.close(
+        now,
+        quinn_proto::VarInt::from_u32(end.close_code().code()),
+        Bytes::copy_from_slice(end.describe().as_bytes()),
+    );
+}
+
+/// The QUIC section of a report, and the bytes sent on the wire.
+fn quic_report(conn: &mut quinn_proto::Connection) -> (rtq::stats::report::QuicReport, u64) {
+    let stats = conn.stats();
+    let max = conn.datagrams().max_size();
+    (rtq::net::quic_report_of(&stats, max), stats.udp_tx.bytes)
+}
+
+/// The sender's side: rtq-send's shell (`rtq::net::sender`), over quinn-proto.
+struct SenderApp {
+    cfg: SenderConfig,
+    kind: rtq::source::SourceKind,
+    seed: u64,
+    duration: Duration,
+    anchor: ClockAnchor,
+    datagram_send_buffer: usize,
+    connect_by: Instant,
+    session: Option<SenderSession>,
+    source: Option<SyntheticSource>,
+    stop_at: Option<Instant>,
+    ctl: Option<StreamId>,
+    ctl_held: Option<Bytes>,
+    ctl_acked: bool,
+    /// A datagram QUIC could not take yet (its buffer was full).
+    pending: Option<Outgoing>,
+    /// When the session is done: close the connection by then at the latest.
+    close_by: Option<Instant>,
+    closed: bool,
+    /// Set when the run cannot go on (the handshake failed).
+    failed: Option<String>,
+    report: Option<SessionReport>,
+    send_delay: rtq::stats::LatencyHistogram,
+}
+
+impl SenderApp {
+    fn new(
+        cfg: SenderConfig,
+        scenario: &Scenario,
+        anchor: ClockAnchor,
+        datagram_send_buffer: usize,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            cfg,
+            kind: scenario.source,
+            seed: scenario.seed,
+            duration: scenario.duration,
+            anchor,
+            datagram_send_buffer,
+            connect_by: epoch + CONNECT_TIMEOUT,
+            session: None,
+            source: None,
+            stop_at: None,
+            ctl: None,
+            ctl_held: None,
+            ctl_acked: false,
+            pending: None,
+            close_by: None,
+            closed: false,
+            failed: None,
+            report: None,
+            send_delay: rtq::stats::LatencyHistogram::default(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.session, &self.report) {
+            (_, Some(_)) => "finished".into(),
+            (None, None) => "connecting".into(),
+            (Some(s), None) if s.is_done() => "closing".into(),
+            (Some(s), None) => format!(
+                "streaming, {} frames queued, {} datagram held",
+                s.queued_frames(),
+                u8::from(self.pending.is_some())
+            ),
+        }
+    }
+
+    fn wake(&self) -> Option<Instant> {
+        if self.report.is_some() {
+            return None;
+        }
+        let Some(s) = &self.session else {
+            return Some(self.connect_by);
+        };
+        let running = s.is_running();
+        [
+            s.poll_timeout(),
+            self.source
+                .as_ref()
+                .filter(|_| running)
+                .map(|src| src.next_due()),
+            self.stop_at.filter(|_| running),
+            self.pending.as_ref().map(|o| o.deadline),
+            self.close_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn abort(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            if let Some(out) = self.pending.take() {
+                s.abandon(&out);
+            }
+            s.abort(now);
+        }
+    }
+
+    /// The connection is gone (drained, or never made): finish the report.
+    fn connection_gone(&mut self, now: Instant) {
+        if self.report.is_some() {
+            return;
+        }
+        match self.session.as_mut() {
+            None => {
+                if self.failed.is_none() {
+                    self.failed = Some("the handshake failed".into());
+                }
+            }
+            Some(s) => {
+                if !s.is_done() {
+                    s.connection_lost(now, "the connection ended");
+                }
+                self.finish_report(now, None);
+            }
+        }
+    }
+
+    fn finish_report(&mut self, now: Instant, quic: Option<(rtq::stats::report::QuicReport, u64)>) {
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let mut r = s.report(now);
+        r.peer = RECEIVER_ADDR.to_string();
+        if let Some((q, wire)) = quic {
+            r.quic = q;
+            r.bytes.wire = wire;
+        }
+        self.send_delay = s.send_delay().clone();
+        self.report = Some(r);
+    }
+
+    fn start(&mut self, now: Instant, conn: &mut quinn_proto::Connection) {
+        if conn.datagrams().max_size().is_none() {
+            self.failed = Some(format!(
+                "the receiver at {RECEIVER_ADDR} does not accept QUIC datagrams"
+            ));
+            return;
+        }
+        self.session = Some(SenderSession::new(self.cfg.clone(), self.anchor, now));
+        self.source = Some(SyntheticSource::new(self.kind, self.seed, now));
+        self.stop_at = Some(now + self.duration);
+        self.ctl = conn.streams().open(Dir::Bi);
+    }
+}
+
+impl App for SenderApp {
+    fn on_event(&mut self, now: Instant, conn: &mut quinn_proto::Connection, ev: Event) {
+        match ev {
+            Event::Connected => self.start(now, conn),
+            Event::ConnectionLost { reason } => match self.session.as_mut() {
+                Some(s) => {
+                    if !s.is_done() {
+                        s.connection_lost(now, &explain(&reason));
+                    }
+                }
+                None => {
+                    self.failed = Some(format!(
+                        "cannot connect to {RECEIVER_ADDR}: {}",
+                        explain(&reason)
+                    ));
+                }
+            },
+            Event::Stream(StreamEvent::Available { dir: Dir::Bi })
+                if self.ctl.is_none() && self.session.is_some() =>
+            {
+                self.ctl = conn.streams().open(Dir::Bi);
+            }
+            Event::Stream(StreamEvent::Readable { id }) if Some(id) == self.ctl => {
+                if let Some(s) = self.session.as_mut() {
+                    read_control(conn, id, |b| s.handle_control(now, b));
+                }
+            }
+            Event::Stream(StreamEvent::Finished { id }) if Some(id) == self.ctl => {
+                self.ctl_acked = true;
+            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == self.ctl => {
+                self.ctl_acked = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn step(&mut self, now: Instant, conn: &mut quinn_proto::Connection) {
+        if self.closed {
+            return;
+        }
+        let Some(session) = self.session.as_mut() else {
+            if now >= self.connect_by && self.failed.is_none() {
+                self.failed = Some(format!(
+                    "cannot connect to {RECEIVER_ADDR}: no answer within {} s through this link",
+                    CONNECT_TIMEOUT.as_secs()
+                ));
+            }
+            return;
+        };
+        if let Some(src) = self.source.as_mut() {
+            while session.is_running()
+                && src.next_due() <= now
+                && self.stop_at.is_none_or(|s| src.next_due() < s)
+            {
+                match src.poll(now) {
+                    Some(mut f) => {
+                        f.capture = now;
+                        let _ = session.push_frame(now, f);
+                    }
+                    None => break,
+                }
+            }
+        }
+        if session.is_running() && self.stop_at.is_some_and(|s| now >= s) {
+            session.finish(now);
+        }
+        session.handle_timeout(now);
+        if let Some(out) = self.pending.take_if(|o| o.deadline <= now) {
+            // Not sent before its frame's deadline: it must not be sent at all.
+            session.abandon(&out);
+        }
+        // A datagram QUIC had no room for goes first, as soon as there is room.
+        if let Some(out) = self.pending.take() {
+            match conn.datagrams().send(out.data.clone(), false) {
+                Ok(()) => {}
+                Err(SendDatagramError::Blocked(_)) => self.pending = Some(out),
+                Err(_) => session.abandon(&out),
+            }
+        }
+        // The goodbye must not overtake a datagram still waiting for QUIC.
+        let hold_control = self.pending.is_some() && session.is_closing();
+        if let Some(id) = self.ctl
+            && self.close_by.is_none()
+            && !hold_control
+        {
+            write_control(conn, id, &mut self.ctl_held, || session.poll_control());
+        }
+        // Hand QUIC no more than it sends in the queue budget (see rtq::net::sender).
+        let window = queue_allowance(conn.congestion_state().window(), conn.rtt());
+        let buffered = |conn: &mut quinn_proto::Connection| {
+            self.datagram_send_buffer
+                .saturating_sub(conn.datagrams().send_buffer_space())
+        };
+        if self.pending.is_none() && buffered(conn) < window {
+            let max = conn.datagrams().max_size().unwrap_or(0);
+            while let Some(out) = session.poll_outgoing(now, max) {
+                match conn.datagrams().send(out.data.clone(), false) {
+                    Ok(()) => {}
+                    Err(SendDatagramError::Blocked(_)) => {
+                        self.pending = Some(out);
+                        break;
+                    }
+                    Err(SendDatagramError::TooLarge) => session.abandon(&out),
+                    Err(_) => {
+                        session.abandon(&out);
+                        break;
+                    }
+                }
+                if buffered(conn) >= window {
+                    break;
+                }
+            }
+        }
+        if session.is_done() && self.close_by.is_none() {
+            if let Some(out) = self.pending.take() {
+                session.abandon(&out);
+            }
+            match self.ctl {
+                Some(id) => {
+                    write_control(conn, id, &mut self.ctl_held, || session.poll_control());
+                    let _ = conn.send_stream(id).finish();
+                }
+                None => self.ctl_acked = true,
+            }
+            self.close_by = Some(now + SENDER_CLOSE_WAIT);
+        }
+        if let Some(by) = self.close_by
+            && (self.ctl_acked || now >= by)
+        {
+            let end = session.end().cloned().unwrap_or(End::Complete);
+            close(now, conn, &end);
+            self.closed = true;
+            let quic = quic_report(conn);
+            self.finish_report(now, Some(quic));
+        }
+    }
+}
+
+/// The receiver's side: one session of rtq-recv's shell (`rtq::net::receiver`), over
+/// quinn-proto.
+struct ReceiverApp {
+    cfg: ReceiverConfig,
+    anchor: ClockAnchor,
+    /// A connection got as far as a session.
+    seen: bool,
+    session: Option<ReceiverSession>,
+    ctl: Option<StreamId>,
+    ctl_held: Option<Bytes>,
+    ctl_ended: bool,
+    /// Once the session is done: wait until then for the sender to close.
+    close_by: Option<Instant>,
+    conn_lost: bool,
+    report: Option<SessionReport>,
+    delays: Option<rtq::stats::Delays>,
+}
+
+impl ReceiverApp {
+    fn new(cfg: ReceiverConfig, anchor: ClockAnchor) -> Self {
+        Self {
+            cfg,
+            anchor,
+            seen: false,
+            session: None,
+            ctl: None,
+            ctl_held: None,
+            ctl_ended: false,
+            close_by: None,
+            conn_lost: false,
+            report: None,
+            delays: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (&self.session, &self.report) {
+            (_, Some(_)) => "finished".into(),
+            (None, None) => "waiting for the handshake".into(),
+            (Some(s), None) if s.is_done() => "closing".into(),
+            (Some(s), None) => format!("receiving, {} bytes buffered", s.buffered_bytes()),
+        }
+    }
+
+    fn wake(&self) -> Option<Instant> {
+        if self.report.is_some() {
+            return None;
+        }
+        [
+            self.session
+                .as_ref()
+                .and_then(ReceiverSession::poll_timeout),
+            self.close_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn abort(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            s.abort(now);
+        }
+    }
+
+    fn connection_gone(&mut self, now: Instant) {
+        if self.report.is_some() {
+            return;
+        }
+        if let Some(s) = self.session.as_mut() {
+            if !s.is_done() {
+                s.connection_lost(now, "the connection ended");
+            }
+            self.finish_report(now, None);
+        }
+    }
+
+    fn finish_report(&mut self, now: Instant, quic: Option<(rtq::stats::report::QuicReport, u64)>) {
+        let Some(s) = self.session.as_ref() else {
+            return;
+        };
+        let mut r = s.report(now);
+        r.peer = SENDER_ADDR.to_string();
+        if let Some((q, wire)) = quic {
+            r.quic = q;
+            r.bytes.wire = wire;
+        }
+        self.delays = Some(s.delays().clone());
+        self.report = Some(r);
+    }
+}
+
+impl App for ReceiverApp {
+    fn on_event(&mut self, now: Instant, conn: &mut quinn_proto::Connection, ev: Event) {
+        match ev {
+            Event::Connected => {
+                self.seen = true;
+                self.session = Some(ReceiverSession::new(self.cfg.clone(), self.anchor, now));
+            }
+            Event::ConnectionLost { reason } => {
+                self.conn_lost = true;
+                if let Some(s) = self.session.as_mut()
+                    && !s.is_done()
+                {
+                    s.connection_lost(now, &explain(&reason));
+                }
+            }
+            Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) if self.ctl.is_none() => {
+                self.ctl = conn.streams().accept(Dir::Bi);
+            }
+            Event::Stream(StreamEvent::Readable { id }) if Some(id) == self.ctl => {
+                if let Some(s) = self.session.as_mut() {
+                    self.ctl_ended |= read_control(conn, id, |b| s.handle_control(now, b));
+                }
+            }
+            Event::DatagramReceived => {
+                while let Some(d) = conn.datagrams().recv() {
+                    if let Some(s) = self.session.as_mut() {
+                        s.handle_datagram(now, d);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn step(&mut self, now: Instant, conn: &mut quinn_proto::Connection) {
+        if self.report.is_some() {
+            return;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.handle_timeout(now);
+        // Played frames go nowhere (as rtq-recv without --output); the session counts them.
+        while session.poll_frame(now).is_some() {}
+        if let Some(id) = self.ctl {
+            write_control(conn, id, &mut self.ctl_held, || session.poll_control());
+        }
+        if session.is_done() && self.close_by.is_none() {
+            let end = session.end().cloned().unwrap_or(End::Complete);
+            if let Some(id) = self.ctl
+                && matches!(end, End::Complete | End::Shutdown)
+            {
+                let _ = conn.send_stream(id).finish();
+                self.close_by = Some(now + RECEIVER_CLOSE_WAIT);
+            } else {
+                self.close_by = Some(now);
+            }
+        }
+        if let Some(by) = self.close_by
+            && (self.conn_lost || now >= by)
+        {
+            let end = session.end().cloned().unwrap_or(End::Complete);
+            close(now, conn, &end);
+            let quic = quic_report(conn);
+            self.finish_report(now, Some(quic));
+        }
+    }
+}
