@@ -113,7 +113,9 @@ pub struct SourceFrame {
 pub struct SyntheticSource {
     kind: SourceKind,
     start: Instant,
-    period: Duration,
+    /// Nanoseconds between frames (not rounded: frame `i` is due at `i × period` rounded once,
+    /// so that 30 fps puts frame 120 at exactly 4 s).
+    period_ns: f64,
     index: u64,
     rng: Xoshiro256PlusPlus,
 }
@@ -121,11 +123,11 @@ pub struct SyntheticSource {
 impl SyntheticSource {
     /// A source whose first frame is due at `start`.
     pub fn new(kind: SourceKind, seed: u64, start: Instant) -> Self {
-        let period = Duration::from_secs_f64(1.0 / kind.fps().max(0.01));
+        let period_ns = 1e9 / kind.fps().max(0.01);
         Self {
             kind,
             start,
-            period,
+            period_ns,
             index: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         }
@@ -138,11 +140,9 @@ impl SyntheticSource {
 
     /// When the next frame is due (frame `i` at `start + i × period`, without drift).
     pub fn next_due(&self) -> Instant {
-        let nanos = self
-            .period
-            .as_nanos()
-            .saturating_mul(u128::from(self.index));
-        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        // `as` saturates: a source running for centuries stops at u64::MAX ns.
+        let nanos = (self.index as f64 * self.period_ns).round() as u64;
+        self.start + Duration::from_nanos(nanos)
     }
 
     /// The next frame, if it is due at `now`. Its capture time is `now`: the moment the frame
@@ -215,6 +215,24 @@ impl SyntheticSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_fall_on_exact_multiples_of_the_frame_interval() {
+        let t0 = crate::test_instant();
+        let kind = SourceKind::Video {
+            fps: 30.0,
+            bitrate: 2_000_000,
+            keyframe_interval: 60,
+        };
+        let mut s = SyntheticSource::new(kind, 1, t0);
+        for _ in 0..120 {
+            let due = s.next_due();
+            assert!(s.poll(due).is_some());
+        }
+        // No drift from a truncated period: frame 120 is due at 4 s exactly, not before.
+        assert_eq!(s.next_due(), t0 + Duration::from_secs(4));
+        assert_eq!(s.produced(), 120);
+    }
 
     fn run(kind: SourceKind, seconds: u64) -> Vec<SourceFrame> {
         let t0 = crate::test_instant();

@@ -1,4 +1,4 @@
-//! The command line of `rtq-sim`: `run`, `proxy`, `sweep` and `scenarios`.
+//! The command line of `rtq-sim`: `run`, `proxy`, `sweep`, `check` and `scenarios`.
 //!
 //! Link flags use netem's vocabulary and apply to both directions; `--reverse-NAME VALUE` sets
 //! NAME for the receiver → sender direction only (every link flag has a reverse form).
@@ -37,7 +37,8 @@ Examples:
   rtq-sim run sim/scenarios/netem-40ms-1pct.toml --out out/
   rtq-sim run --delay 40ms --jitter 10ms --loss-model ge --loss 2% --burst 3 --seed 7
   rtq-sim proxy --listen 127.0.0.1:5000 --to 127.0.0.1:4433 --delay 30ms --loss 1%
-  rtq-sim sweep --param loss=0%..10%:6 --param jitter=0ms..40ms:5 --duration 10s";
+  rtq-sim sweep --param loss=0%..10%:6 --param jitter=0ms..40ms:5 --duration 10s
+  rtq-sim check                                           # the regression gate (sim/baseline.json)";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
@@ -48,6 +49,9 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Run a grid of scenarios over one or two parameters and tabulate the outcome.
     Sweep(SweepArgs),
+    /// Run the regression gate: fixed scenarios in virtual time against a committed baseline.
+    /// Exits 0 when nothing regressed, 1 when something did, 2 on an error.
+    Check(CheckArgs),
     /// List the scenarios shipped in sim/scenarios.
     Scenarios {
         /// Where the scenario files are.
@@ -242,6 +246,27 @@ pub struct RunArgs {
     pub session: SessionArgs,
 }
 
+/// `rtq-sim check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The baseline: the scenarios, their figures and the tolerances.
+    #[arg(long, default_value = "sim/baseline.json", value_name = "PATH")]
+    pub baseline: PathBuf,
+    /// Rewrite the baseline's figures with this run's (keeps scenarios and tolerances). Say
+    /// why in the pull request that commits the change.
+    #[arg(long)]
+    pub update: bool,
+    /// Only these scenarios (by name; repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Also write each scenario's report, histograms and plot to DIR/NAME/.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print every figure, not only those that moved beyond their tolerance.
+    #[arg(long)]
+    pub all: bool,
+}
+
 /// `rtq-sim proxy`.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
@@ -399,6 +424,10 @@ fn dispatch(cli: Cli, reverse: &LinkSpec) -> anyhow::Result<ExitCode> {
         Command::Run(a) => crate::commands::run(a, reverse),
         Command::Proxy(a) => crate::commands::proxy(a, reverse),
         Command::Sweep(a) => crate::commands::sweep(a, reverse),
+        Command::Check(a) => Ok(crate::commands::check(&a).unwrap_or_else(|e| {
+            eprintln!("rtq-sim check: {e:#}");
+            ExitCode::from(2)
+        })),
         Command::Scenarios { dir } => {
             let list = crate::scenario::shipped(&dir);
             if list.is_empty() {

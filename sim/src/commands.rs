@@ -8,7 +8,8 @@ use anyhow::Context;
 use rtq::net::{Shutdown, trigger_on_signals};
 use serde::Serialize;
 
-use crate::cli::{ProxyArgs, RunArgs, SweepArgs, scenario_from};
+use crate::check::{Baseline, Verdict};
+use crate::cli::{CheckArgs, ProxyArgs, RunArgs, SweepArgs, scenario_from};
 use crate::config::{Direction, LinkSpec};
 use crate::link::PathReport;
 use crate::proxy::Proxy;
@@ -460,6 +461,117 @@ pub fn write_sweep(dir: &std::path::Path, axes: &[Axis], cells: &[Cell]) -> anyh
     );
     std::fs::write(dir.join("sweep.svg"), svg)?;
     Ok(())
+}
+
+/// `rtq-sim check`: 0 when nothing regressed, 1 when something did (errors are the caller's 2).
+pub fn check(a: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let baseline = Baseline::load(&a.baseline)?;
+    for name in &a.only {
+        if !baseline.scenarios.iter().any(|s| &s.name == name) {
+            anyhow::bail!(
+                "--only {name}: no such scenario in {} (it has: {})",
+                a.baseline.display(),
+                baseline
+                    .scenarios
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    let chosen: Vec<usize> = (0..baseline.scenarios.len())
+        .filter(|&i| a.only.is_empty() || a.only.contains(&baseline.scenarios[i].name))
+        .collect();
+    println!(
+        "rtq-sim check: {} scenario(s) of {} in virtual time",
+        chosen.len(),
+        a.baseline.display()
+    );
+    let started = crate::realtime::now();
+    let mut updated = baseline.clone();
+    let mut rows = Vec::new();
+    for &i in &chosen {
+        let gs = &baseline.scenarios[i];
+        let scenario = crate::check::scenario_file(&a.baseline, gs)?
+            .resolve()
+            .map_err(|e| anyhow::anyhow!("scenario {}: {e}", gs.name))?;
+        let t0 = crate::realtime::now();
+        let out = crate::vtime::run(&scenario, |_| {}, || false)
+            .with_context(|| format!("scenario {}", gs.name))?;
+        let wall = t0.elapsed();
+        if let Some(dir) = &a.out {
+            write_outputs(&dir.join(&gs.name), &out)?;
+        }
+        let r = crate::check::compare(&baseline, gs, &out.report);
+        let count = |v: Verdict| r.iter().filter(|x| x.verdict == v).count();
+        let verdict = match (count(Verdict::Regressed), count(Verdict::New)) {
+            (0, 0) if count(Verdict::Improved) > 0 => {
+                format!("ok, {} improved", count(Verdict::Improved))
+            }
+            (0, 0) => "ok".to_string(),
+            (0, n) => format!("{n} without baseline figures"),
+            (n, _) => format!("{n} REGRESSED"),
+        };
+        println!(
+            "  {:<16} {}  [{verdict}; {:.2} s]",
+            gs.name,
+            result_line(&out.report),
+            wall.as_secs_f64()
+        );
+        updated.scenarios[i].expect = crate::check::figures(&out.report);
+        rows.extend(r);
+    }
+    let wall = started.elapsed();
+    let regressed = rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Regressed)
+        .count();
+    let improved = rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Improved)
+        .count();
+    let missing = rows.iter().filter(|r| r.verdict == Verdict::New).count();
+    if a.all || regressed + improved + missing > 0 {
+        println!();
+        print!("{}", crate::check::table(&rows, a.all));
+        println!();
+    }
+    if a.update {
+        updated.save(&a.baseline)?;
+        let moved = rows.iter().filter(|r| r.baseline != Some(r.now)).count();
+        println!(
+            "rtq-sim check: updated {} ({moved} figure(s) changed) in {:.1} s; say why in the pull request",
+            a.baseline.display(),
+            wall.as_secs_f64()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if improved > 0 {
+        println!(
+            "rtq-sim check: {improved} figure(s) better than the baseline by more than their tolerance: lock them in with `rtq-sim check --update`"
+        );
+    }
+    if regressed + missing > 0 {
+        if regressed > 0 {
+            println!(
+                "rtq-sim check: FAILED: {regressed} figure(s) worse than {} allows. If the change is intended, run `rtq-sim check --update` and say why in the pull request",
+                a.baseline.display()
+            );
+        }
+        if missing > 0 {
+            println!(
+                "rtq-sim check: FAILED: {missing} figure(s) have no baseline; run `rtq-sim check --update` to record them"
+            );
+        }
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "rtq-sim check: passed ({} figures within tolerance) in {:.1} s",
+        rows.len(),
+        wall.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

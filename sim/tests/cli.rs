@@ -35,6 +35,7 @@ fn run_writes_a_report_with_the_stable_keys_and_a_plot() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(v["seed"], 42);
+    assert_eq!(v["clock"], "virtual", "virtual time is the default");
     assert_eq!(v["scenario"]["forward"]["delay"], "10ms");
     assert_eq!(v["scenario"]["reverse"]["delay"], "5ms");
     assert_eq!(v["scenario"]["reverse"]["loss"]["mean"], "1%");
@@ -71,6 +72,35 @@ fn run_writes_a_report_with_the_stable_keys_and_a_plot() {
     }
     let svg = std::fs::read_to_string(dir.path().join("delay.svg")).unwrap();
     assert_eq!(svg.matches("<path").count(), 3, "one line per delay");
+}
+
+#[test]
+fn realtime_runs_the_same_session_on_the_wall_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sim()
+        .args([
+            "run",
+            "--realtime",
+            "--quiet",
+            "--duration",
+            "1s",
+            "--delay",
+            "5ms",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("(real time)"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(v["clock"], "realtime");
+    assert_eq!(v["sender"]["frames"]["sent"], 30);
+    assert!(v["receiver"]["frames"]["played"].as_u64().unwrap() > 20);
+    assert!(v["link"]["forward"]["delay_us"]["p50"].as_u64().unwrap() >= 5_000);
 }
 
 #[test]

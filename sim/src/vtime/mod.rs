@@ -6,7 +6,7 @@
 //!
 //! The real QUIC stack runs (handshake, congestion control, pacing, loss detection, path-MTU
 //! discovery); only the sockets and the clock are replaced. The two application drivers
-//! ([`SenderApp`], [`ReceiverApp`]) follow the real-time shells of `rtq::net` step for step: the
+//! (`SenderApp`, `ReceiverApp`) follow the real-time shells of `rtq::net` step for step: the
 //! same session calls, the same limit on what QUIC may hold, the same closing handshake.
 //!
 //! The loop, at each instant `now`: apply due link-parameter changes; hand every packet the
