@@ -234,7 +234,7 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Run in real time (quinn over simulated sockets, on the wall clock) instead of virtual
-    /// time. Virtual time is exact, repeatable and about a hundred times faster; real time
+    /// time. Virtual time is exact, repeatable and hundreds of times faster; real time
     /// also shows scheduling and CPU effects.
     #[arg(long)]
     pub realtime: bool,

@@ -9,7 +9,7 @@ use rtq::jitter::JitterConfig;
 use rtq::net::Shutdown;
 use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use rtq::net::sender::{SendOptions, SourceSpec};
-use rtq::net::tls::{Identity, Trust};
+use rtq::net::tls::Trust;
 use rtq::net::transport::TransportOptions;
 use rtq::session::{ReceiverConfig, SenderConfig};
 use rtq::stats::report::SessionReport;
@@ -67,6 +67,49 @@ impl RunReport {
     }
 }
 
+/// The transport options of both ends of a simulated run.
+pub(crate) fn transport_options(scenario: &Scenario) -> TransportOptions {
+    TransportOptions {
+        congestion: scenario.congestion,
+        // Seeded in both clocks: in real time the host's timing still varies, but not this.
+        seed: Some(crate::vtime::determinism::congestion_seed(scenario.seed)),
+        ..Default::default()
+    }
+}
+
+/// The receiver of a simulated run: one session, frames discarded, and one process so one
+/// clock (the offset is still estimated and reported).
+pub(crate) fn receiver_options(scenario: &Scenario) -> RecvOptions {
+    RecvOptions {
+        listen: RECEIVER_ADDR,
+        transport: transport_options(scenario),
+        session: ReceiverConfig {
+            jitter: JitterConfig {
+                mode: scenario.jitter,
+                max_delay: scenario.max_delay,
+                ..Default::default()
+            },
+            clock: rtq::clock::ClockMode::System,
+            ..Default::default()
+        },
+        clock: ClockChoice::System,
+        output: None,
+        once: true,
+        max_sessions: 1,
+        status: false,
+        summaries: false,
+    }
+}
+
+/// The sender's session settings of a simulated run.
+pub(crate) fn sender_config(scenario: &Scenario) -> SenderConfig {
+    SenderConfig {
+        compress: scenario.compress,
+        deadline: scenario.deadline,
+        ..Default::default()
+    }
+}
+
 /// Runs `scenario` in real time; `progress(elapsed)` is called about every 100 ms. Setting
 /// `shutdown` ends the run early, cleanly (both sessions report).
 pub async fn realtime(
@@ -87,31 +130,10 @@ pub async fn realtime(
         ),
     )?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    let identity = Identity::self_signed(&["localhost".into()])?.identity;
+    let identity = crate::vtime::determinism::fixed_identity()?;
     let fingerprint = identity.fingerprint();
-    let transport = TransportOptions {
-        congestion: scenario.congestion,
-        ..Default::default()
-    };
-    let ropts = RecvOptions {
-        listen: RECEIVER_ADDR,
-        transport,
-        session: ReceiverConfig {
-            jitter: JitterConfig {
-                mode: scenario.jitter,
-                max_delay: scenario.max_delay,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-        // One process, one clock: no offset to estimate (it is still estimated and reported).
-        clock: ClockChoice::System,
-        output: None,
-        once: true,
-        max_sessions: 1,
-        status: false,
-        summaries: false,
-    };
+    let transport = transport_options(scenario);
+    let ropts = receiver_options(scenario);
     let server_cfg = Receiver::server_config(&ropts, identity)?;
     let rx_ep = quinn::Endpoint::new_with_abstract_socket(
         quinn::EndpointConfig::default(),
@@ -132,11 +154,7 @@ pub async fn realtime(
         server_name: Some("localhost".into()),
         trust: fingerprint.map_or(Trust::Insecure, Trust::Pin),
         transport,
-        session: SenderConfig {
-            compress: scenario.compress,
-            deadline: scenario.deadline,
-            ..Default::default()
-        },
+        session: sender_config(scenario),
         source: SourceSpec::Synthetic(scenario.source, scenario.seed),
         duration: Some(scenario.duration),
         connect_timeout: Duration::from_secs(10),

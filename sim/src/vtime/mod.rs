@@ -26,11 +26,10 @@ use quinn_proto::{
     ConnectionError, ConnectionHandle, DatagramEvent, Dir, Endpoint, Event, ReadError,
     SendDatagramError, StreamEvent, StreamId, Transmit, WriteError,
 };
-use rtq::clock::{ClockAnchor, ClockMode};
-use rtq::jitter::JitterConfig;
-use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
+use rtq::clock::ClockAnchor;
+use rtq::net::receiver::Receiver;
 use rtq::net::tls::{Trust, client_config};
-use rtq::net::transport::{TransportOptions, queue_allowance, transport_config};
+use rtq::net::transport::{queue_allowance, transport_config};
 use rtq::session::{End, Outgoing, ReceiverConfig, ReceiverSession, SenderConfig, SenderSession};
 use rtq::source::SyntheticSource;
 use rtq::stats::report::SessionReport;
@@ -269,30 +268,8 @@ impl World {
         let seed = scenario.seed;
         let (fs, rs) = scenario.path_seeds();
         let anchor = ClockAnchor::new(epoch, VIRTUAL_UNIX_START_US);
-        let transport = TransportOptions {
-            congestion: scenario.congestion,
-            seed: Some(determinism::congestion_seed(seed)),
-            ..Default::default()
-        };
-
-        let ropts = RecvOptions {
-            listen: RECEIVER_ADDR,
-            transport,
-            session: ReceiverConfig {
-                jitter: JitterConfig {
-                    mode: scenario.jitter,
-                    max_delay: scenario.max_delay,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-            clock: ClockChoice::System,
-            output: None,
-            once: true,
-            max_sessions: 1,
-            status: false,
-            summaries: false,
-        };
+        let transport = crate::run::transport_options(scenario);
+        let ropts = crate::run::receiver_options(scenario);
         let identity = determinism::fixed_identity()?;
         let fingerprint = identity
             .fingerprint()
@@ -325,19 +302,13 @@ impl World {
         client.conn = Some(conn);
 
         let sender = SenderApp::new(
-            SenderConfig {
-                compress: scenario.compress,
-                deadline: scenario.deadline,
-                ..Default::default()
-            },
+            crate::run::sender_config(scenario),
             scenario,
             anchor,
             transport.datagram_send_buffer,
             epoch,
         );
-        let mut rcfg = ropts.session;
-        rcfg.clock = ClockMode::System;
-        let receiver = ReceiverApp::new(rcfg, anchor);
+        let receiver = ReceiverApp::new(ropts.session, anchor);
         Ok(Self {
             epoch,
             now: epoch,
@@ -518,6 +489,20 @@ fn close(now: Instant, conn: &mut quinn_proto::Connection, end: &End) {
     );
 }
 
+/// Completes a session's report with what the shell knows: the peer and, when the connection
+/// was still there to ask, its QUIC figures and the bytes it put on the wire.
+fn complete_report(
+    r: &mut SessionReport,
+    peer: SocketAddr,
+    quic: Option<(rtq::stats::report::QuicReport, u64)>,
+) {
+    r.peer = peer.to_string();
+    if let Some((q, wire)) = quic {
+        r.quic = q;
+        r.bytes.wire = wire;
+    }
+}
+
 /// The QUIC section of a report, and the bytes sent on the wire.
 fn quic_report(conn: &mut quinn_proto::Connection) -> (rtq::stats::report::QuicReport, u64) {
     let stats = conn.stats();
@@ -652,11 +637,7 @@ impl SenderApp {
             return;
         };
         let mut r = s.report(now);
-        r.peer = RECEIVER_ADDR.to_string();
-        if let Some((q, wire)) = quic {
-            r.quic = q;
-            r.bytes.wire = wire;
-        }
+        complete_report(&mut r, RECEIVER_ADDR, quic);
         self.send_delay = s.send_delay().clone();
         self.report = Some(r);
     }
@@ -896,11 +877,7 @@ impl ReceiverApp {
             return;
         };
         let mut r = s.report(now);
-        r.peer = SENDER_ADDR.to_string();
-        if let Some((q, wire)) = quic {
-            r.quic = q;
-            r.bytes.wire = wire;
-        }
+        complete_report(&mut r, SENDER_ADDR, quic);
         self.delays = Some(s.delays().clone());
         self.report = Some(r);
     }
