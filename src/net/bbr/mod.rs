@@ -5,8 +5,11 @@
 //! copy necessary: quinn-proto seeds BBR's gain-cycle offset from the operating system's RNG,
 //! which no configuration reaches, so two simulated runs with the same seed would pace
 //! differently. Here [`BbrConfig::seed`] fixes it (the simulator does); without a seed it comes
-//! from the OS, as before. Production and simulation run this same code. Other changes: imports,
-//! and `ControllerMetrics` built through its public fields.
+//! from the OS, as before. Production and simulation run this same code. One fix: the minimum
+//! RTT's 10 s expiry counts from the first RTT sample, where quinn-proto treated it as expired
+//! until the first ProbeRtt, collapsing the window at the start of every connection (see
+//! `is_min_rtt_expired`). Other changes: imports, and `ControllerMetrics` built through its
+//! public fields.
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -223,12 +226,18 @@ impl Bbr {
         }
     }
 
+    /// Whether the minimum RTT is older than 10 s (and the flow is not app-limited).
+    ///
+    /// Changed from quinn-proto, where a controller that has not yet been in ProbeRtt counts
+    /// as expired (`unwrap_or(true)`): the first ACK not marked app-limited then drops the
+    /// window to four packets for 200 ms plus a round trip — on a 1.5 s RTT path, 1.7 s of a
+    /// video stream at its start. As in quiche's `bbr_sender.cc`, the clock starts at the
+    /// first RTT sample instead (see `on_ack`).
     fn is_min_rtt_expired(&self, now: Instant, app_limited: bool) -> bool {
         !app_limited
             && self
                 .probe_rtt_last_started_at
-                .map(|last| now.saturating_duration_since(last) > Duration::from_secs(10))
-                .unwrap_or(true)
+                .is_some_and(|last| now.saturating_duration_since(last) > Duration::from_secs(10))
     }
 
     fn maybe_enter_or_exit_probe_rtt(
@@ -422,7 +431,12 @@ impl Controller for Bbr {
         self.max_bandwidth
             .on_ack(now, sent, bytes, self.round_count, app_limited);
         self.acked_bytes += bytes;
-        if self.is_min_rtt_expired(now, app_limited) || self.min_rtt > rtt.min() {
+        // The first sample starts the min-RTT clock (see `is_min_rtt_expired`).
+        let first_sample = self.probe_rtt_last_started_at.is_none();
+        if first_sample {
+            self.probe_rtt_last_started_at = Some(now);
+        }
+        if first_sample || self.is_min_rtt_expired(now, app_limited) || self.min_rtt > rtt.min() {
             self.min_rtt = rtt.min();
         }
     }
@@ -686,6 +700,30 @@ mod tests {
                 bbr.current_cycle_offset
             })
             .collect()
+    }
+
+    #[test]
+    fn probe_rtt_waits_ten_seconds_from_the_first_rtt_sample() {
+        let t0 = crate::test_instant();
+        let mut bbr = Bbr::new(Arc::new(BbrConfig::default()), 1200);
+        let initial = bbr.window();
+        // ACKs that are not app-limited before any RTT sample: no ProbeRtt (quinn-proto
+        // entered it here and dropped the window to four packets).
+        bbr.on_end_acks(t0, 60_000, false, Some(10));
+        assert_ne!(bbr.mode, Mode::ProbeRtt);
+        assert_eq!(bbr.window(), initial);
+        // Within 10 s of the sample that started the clock: still none.
+        bbr.probe_rtt_last_started_at = Some(t0);
+        bbr.on_end_acks(t0 + Duration::from_secs(9), 60_000, false, Some(20));
+        assert_ne!(bbr.mode, Mode::ProbeRtt);
+        // Past 10 s, not app-limited: ProbeRtt.
+        bbr.on_end_acks(t0 + Duration::from_secs(11), 60_000, false, Some(30));
+        assert_eq!(bbr.mode, Mode::ProbeRtt);
+        // App-limited flows never probe.
+        let mut idle = Bbr::new(Arc::new(BbrConfig::default()), 1200);
+        idle.probe_rtt_last_started_at = Some(t0);
+        idle.on_end_acks(t0 + Duration::from_secs(11), 1_000, true, Some(10));
+        assert_ne!(idle.mode, Mode::ProbeRtt);
     }
 
     #[test]
