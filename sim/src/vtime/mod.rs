@@ -61,6 +61,15 @@ const OVERTIME: Duration = Duration::from_secs(120);
 const MAX_STEPS_PER_INSTANT: u32 = 100_000;
 /// How often (virtual time) `progress` is called.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Resolution of the timers that wake the QUIC connections and the two applications. The
+/// real shells run on tokio, whose timer wheel fires at whole milliseconds (a deadline is
+/// rounded up to the next tick), so a pacing delay of 0.3 ms, a loss-detection timer or a
+/// playout instant takes effect at the next millisecond. Modelling this is what makes virtual
+/// time agree with `--realtime`: without it, QUIC paces packets exactly and frames play at
+/// their precise instants, which no deployed rtq does. Packet arrivals are not rounded (a
+/// socket wakes its reader at once), nor are the link's own events (the links are the
+/// simulated network, not rtq).
+pub const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// Runs `scenario` in virtual time. `progress(virtual elapsed)` is called now and then;
 /// `stop()` is polled as often, and when it returns true both sessions end early, cleanly
@@ -371,11 +380,7 @@ impl World {
     }
 
     fn next_wake(&mut self) -> Option<Instant> {
-        [
-            self.forward.poll_timeout(),
-            self.reverse.poll_timeout(),
-            self.forward_steps.front().map(|(at, _)| *at),
-            self.reverse_steps.front().map(|(at, _)| *at),
+        let timers = [
             self.client.poll_timeout(),
             self.server.poll_timeout(),
             self.sender.wake(),
@@ -383,6 +388,16 @@ impl World {
         ]
         .into_iter()
         .flatten()
+        .map(|t| tick_up(self.epoch, t));
+        [
+            self.forward.poll_timeout(),
+            self.reverse.poll_timeout(),
+            self.forward_steps.front().map(|(at, _)| *at),
+            self.reverse_steps.front().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(timers)
         .min()
     }
 
@@ -411,6 +426,15 @@ impl World {
             send_delay: self.sender.send_delay,
         })
     }
+}
+
+/// `t` rounded up to the next [`TIMER_TICK`] after `epoch`, as a tokio timer fires.
+fn tick_up(epoch: Instant, t: Instant) -> Instant {
+    let tick = TIMER_TICK.as_nanos();
+    let since = t.saturating_duration_since(epoch).as_nanos();
+    let ticks = since.div_ceil(tick);
+    let rounded = u64::try_from(ticks * tick).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(rounded)
 }
 
 /// Writes what the session has for the control stream, as far as the stream takes it; what it
