@@ -22,7 +22,9 @@
 pub mod cli;
 pub mod clock;
 pub mod compress;
+pub mod fec;
 pub mod jitter;
+pub mod loss;
 pub mod net;
 pub mod packetize;
 pub mod reassemble;

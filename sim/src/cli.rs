@@ -202,6 +202,10 @@ pub struct SessionArgs {
     /// Compression: 0-9 or off [default: 1].
     #[arg(long, value_name = "0-9|off", help_heading = "Session")]
     pub compress: Option<String>,
+    /// Forward error correction: auto, auto:MAX-OVERHEAD, off, or a fixed overhead such as
+    /// 25% [default: auto].
+    #[arg(long, value_name = "auto|off|PERCENT", help_heading = "Session")]
+    pub fec: Option<String>,
     /// Sender deadline [default: 500ms].
     #[arg(long, value_name = "DURATION", help_heading = "Session")]
     pub deadline: Option<Dur>,
@@ -333,6 +337,7 @@ impl SessionArgs {
                 keyframe_interval: self.keyframe_interval,
                 frame_size: self.frame_size,
                 compress: self.compress.clone(),
+                fec: self.fec.clone(),
                 deadline: self.deadline,
             },
             receiver: ReceiverSpec {

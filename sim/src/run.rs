@@ -105,6 +105,7 @@ pub(crate) fn receiver_options(scenario: &Scenario) -> RecvOptions {
 pub(crate) fn sender_config(scenario: &Scenario) -> SenderConfig {
     SenderConfig {
         compress: scenario.compress,
+        fec: scenario.fec,
         deadline: scenario.deadline,
         ..Default::default()
     }

@@ -35,6 +35,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::time::{Duration, Instant};
 
 use rtq::compress::CompressLevel;
+use rtq::fec::FecMode;
 use rtq::jitter::JitterMode;
 use rtq::net::transport::Congestion;
 use rtq::source::SourceKind;
@@ -93,6 +94,8 @@ pub struct SourceSpec {
     pub frame_size: Option<usize>,
     /// Compression level (`0`-`9` or `off`).
     pub compress: Option<String>,
+    /// Forward error correction (`auto`, `auto:MAX`, `off` or a fixed overhead like `25%`).
+    pub fec: Option<String>,
     /// Sender deadline.
     pub deadline: Option<Dur>,
 }
@@ -138,6 +141,7 @@ impl SourceSpec {
             keyframe_interval: other.keyframe_interval.or(self.keyframe_interval),
             frame_size: other.frame_size.or(self.frame_size),
             compress: other.compress.clone().or_else(|| self.compress.clone()),
+            fec: other.fec.clone().or_else(|| self.fec.clone()),
             deadline: other.deadline.or(self.deadline),
         }
     }
@@ -281,6 +285,12 @@ impl ScenarioFile {
             .unwrap_or("1")
             .parse()
             .map_err(|e| format!("source: {e}"))?;
+        let fec: FecMode = s
+            .fec
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e| format!("source: fec: {e}"))?;
         let jitter: JitterMode = self
             .receiver
             .jitter
@@ -309,6 +319,7 @@ impl ScenarioFile {
             duration,
             source,
             compress,
+            fec,
             deadline: s.deadline.map_or(Duration::from_millis(500), |d| d.0),
             jitter,
             max_delay: self
@@ -357,6 +368,9 @@ pub struct Scenario {
     /// Compression.
     #[serde(serialize_with = "ser_display")]
     pub compress: CompressLevel,
+    /// Forward error correction.
+    #[serde(serialize_with = "ser_display")]
+    pub fec: FecMode,
     /// Sender deadline.
     #[serde(serialize_with = "ser_dur")]
     pub deadline: Duration,

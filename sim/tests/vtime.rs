@@ -161,6 +161,8 @@ fn loss_costs_frames_in_proportion() {
         r#"
         duration = "10s"
         seed = 3
+        [source]
+        fec = "off"
         [link]
         delay = "15ms"
         loss = "5%"

@@ -8,6 +8,7 @@ use clap::Parser;
 
 use super::{ReportArgs, TransportArgs, duration_arg, rate_arg, size_arg};
 use crate::compress::CompressLevel;
+use crate::fec::FecMode;
 use crate::net::io::Stream;
 use crate::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use crate::net::sender::{SendOptions, SourceSpec};
@@ -74,6 +75,11 @@ pub struct SendArgs {
     /// Compression: a DEFLATE level 0-9, or off. Frames that do not shrink are sent as they are.
     #[arg(long, default_value = "1", value_name = "0-9|off")]
     pub compress: CompressLevel,
+    /// Forward error correction: `auto` (Reed-Solomon parity sized to the loss the receiver
+    /// reports, at most 50 % overhead; `auto:30%` sets the cap), `off`, or a fixed overhead
+    /// such as `25%`.
+    #[arg(long, default_value = "auto", value_name = "auto|off|PERCENT")]
+    pub fec: FecMode,
     /// Drop a frame not on the wire this long after capture, instead of sending it late.
     #[arg(long, value_parser = duration_arg, default_value = "500ms", value_name = "DURATION")]
     pub deadline: Duration,
@@ -149,6 +155,7 @@ impl SendArgs {
     pub fn session_config(&self) -> Result<SenderConfig, String> {
         let cfg = SenderConfig {
             compress: self.compress,
+            fec: self.fec,
             deadline: self.deadline,
             ..Default::default()
         };

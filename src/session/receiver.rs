@@ -12,15 +12,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-use super::sender::{ratio, to_wire};
+use super::sender::{fraction, ratio, to_wire};
 use super::{End, Handshake, SOFTWARE, handshake, queue_control};
 use crate::clock::{ClockAnchor, ClockMode, ClockSync, diff_us};
 use crate::compress::Decompressor;
+use crate::fec::{FecDecoder, FecLimits, FecStats};
 use crate::jitter::{Inserted, JitterBuffer, JitterConfig, PlayedFrame, ReadyFrame};
-use crate::reassemble::{Accepted, Assembled, Reassembler, ReassemblyLimits};
+use crate::loss::LossMeter;
+use crate::reassemble::{Accepted, Assembled, Reassembler, ReassemblyLimits, Rejected};
 use crate::stats::report::{
     ByteReport, ClockReport, ControlDrops, DatagramDrops, DatagramReport, FrameReport,
-    JitterReport, SessionReport,
+    JitterReport, RecoveryReport, SessionReport,
 };
 use crate::stats::{Delays, InterarrivalJitter};
 use crate::timer::{Timer, Timers};
@@ -28,6 +30,7 @@ use crate::wire::control::{
     ControlDecoder, ControlMessage, Goodbye, Hello, Ping, Report, Role, Summary,
 };
 use crate::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
+use crate::wire::parity::{PARITY_HEADER_LEN, ParityHeader, TYPE_PARITY, datagram_type};
 use crate::wire::{CloseCode, VERSION};
 
 /// Receiver configuration. The defaults suit the public internet and loopback alike.
@@ -37,6 +40,8 @@ pub struct ReceiverConfig {
     pub jitter: JitterConfig,
     /// Reassembly memory limits (also the frame-size and decompression limit).
     pub reassembly: ReassemblyLimits,
+    /// Memory the FEC decoder may keep (recent datagrams and parity).
+    pub fec: FecLimits,
     /// How capture times map onto this clock.
     pub clock: ClockMode,
     /// Largest control message accepted from the sender, bytes.
@@ -61,6 +66,7 @@ impl Default for ReceiverConfig {
         Self {
             jitter: JitterConfig::default(),
             reassembly: ReassemblyLimits::default(),
+            fec: FecLimits::default(),
             clock: ClockMode::Sync,
             max_control_message: crate::wire::control::DEFAULT_MAX_MESSAGE,
             report_interval: Duration::from_millis(250),
@@ -148,6 +154,19 @@ pub struct ReceiverStats {
     pub flushed: u64,
     /// Periodic control messages not queued because the backlog was full.
     pub control_backlog_drops: u64,
+    /// Fragments restored by FEC that reassembly used.
+    pub fec_recovered: u64,
+    /// FEC decoder counters.
+    pub fec: FecStats,
+}
+
+/// Where a fragment came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// It arrived by itself.
+    Wire,
+    /// FEC restored it.
+    Fec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +192,8 @@ pub struct ReceiverSession {
     phase: Phase,
     end: Option<End>,
     reassembler: Reassembler,
+    fec: FecDecoder,
+    loss: LossMeter,
     decompressor: Decompressor,
     jitter: JitterBuffer,
     clock: ClockSync,
@@ -194,6 +215,8 @@ impl ReceiverSession {
     pub fn new(cfg: ReceiverConfig, anchor: ClockAnchor, now: Instant) -> Self {
         let mut s = Self {
             reassembler: Reassembler::new(cfg.reassembly),
+            fec: FecDecoder::new(cfg.fec),
+            loss: LossMeter::default(),
             decompressor: Decompressor::default(),
             jitter: JitterBuffer::new(cfg.jitter),
             clock: ClockSync::new(cfg.clock),
@@ -236,6 +259,7 @@ impl ReceiverSession {
         st.frames_played = j.played;
         st.frames_late = j.late;
         st.frames_lost = j.lost;
+        st.fec = self.fec.stats();
         st
     }
 
@@ -270,6 +294,12 @@ impl ReceiverSession {
         self.reassembler.partial_bytes() + self.jitter.bytes()
     }
 
+    /// Memory the FEC decoder holds: recent datagrams and parity, in bytes (bounded by
+    /// [`ReceiverConfig::fec`]).
+    pub fn fec_bytes(&self) -> usize {
+        self.fec.bytes()
+    }
+
     /// Whether the session is over; [`end`](Self::end) says how.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
@@ -287,6 +317,36 @@ impl ReceiverSession {
         }
         self.stats.datagrams += 1;
         self.stats.bytes_datagrams += datagram.len() as u64;
+        if datagram.len() >= PARITY_HEADER_LEN && datagram_type(&datagram) == Some(TYPE_PARITY) {
+            self.handle_parity(now, datagram);
+        } else {
+            self.handle_fragment(now, datagram, Origin::Wire);
+        }
+    }
+
+    fn handle_parity(&mut self, now: Instant, datagram: Bytes) {
+        let h = match ParityHeader::parse(&datagram) {
+            Ok((h, _)) => h,
+            Err(e) => {
+                trace!(%e, "parity dropped");
+                self.stats.dropped.bad_parity();
+                return;
+            }
+        };
+        // Parity for frames far beyond anything seen would make the decoder forget the
+        // frames it holds: the reassembler's bound applies.
+        let top = self.next_seq_seen.max(self.jitter.next_seq());
+        if h.first_seq > top.saturating_add(self.cfg.reassembly.max_jump) {
+            self.stats.dropped.rejected(Rejected::TooFarAhead);
+            return;
+        }
+        let shard = datagram.slice(PARITY_HEADER_LEN..);
+        for d in self.fec.on_parity(&h, shard) {
+            self.handle_fragment(now, d, Origin::Fec);
+        }
+    }
+
+    fn handle_fragment(&mut self, now: Instant, datagram: Bytes, origin: Origin) {
         let header = match FragmentHeader::parse(&datagram) {
             Ok((h, _)) => h,
             Err(e) => {
@@ -295,9 +355,21 @@ impl ReceiverSession {
                 return;
             }
         };
+        if origin == Origin::Wire {
+            self.loss
+                .on_fragment(header.seq, header.index, header.count);
+        }
         let body = datagram.slice(HEADER_LEN..);
         let expires = self.give_up_at(now, header.capture_us);
-        match self.reassembler.insert(now, header, body, expires) {
+        let accepted = self.reassembler.insert(now, header, body, expires);
+        let keep = !matches!(
+            accepted,
+            Err(Rejected::TooFarAhead | Rejected::TooLarge | Rejected::Malformed)
+        );
+        if accepted.is_ok() && origin == Origin::Fec {
+            self.stats.fec_recovered += 1;
+        }
+        match accepted {
             Ok(Accepted::Partial { first }) => {
                 if first {
                     self.on_first_fragment(now, &header);
@@ -311,7 +383,16 @@ impl ReceiverSession {
             }
             Err(r) => {
                 trace!(%r, seq = header.seq, "fragment dropped");
-                self.stats.dropped.rejected(r);
+                if origin == Origin::Wire {
+                    self.stats.dropped.rejected(r);
+                }
+            }
+        }
+        // Fragments that came by themselves (even of frames already complete: a group of
+        // small frames needs them all) are kept for the groups they belong to.
+        if origin == Origin::Wire && keep {
+            for d in self.fec.on_fragment(&header, datagram) {
+                self.handle_fragment(now, d, Origin::Fec);
             }
         }
     }
@@ -644,6 +725,7 @@ impl ReceiverSession {
     }
 
     fn send_report(&mut self) {
+        let loss = self.loss_counts();
         let st = self.stats();
         let r = Report {
             frames_received: st.frames_received,
@@ -662,10 +744,22 @@ impl ReceiverSession {
                 .max(0)
                 .unsigned_abs(),
             next_seq: self.next_seq_seen,
+            fragments_expected: loss.expected,
+            fragments_missing: loss.missing,
+            loss_runs: loss.runs,
+            fec_recovered: st.fec_recovered,
         };
         if !queue_control(&mut self.out, &ControlMessage::Report(r), false) {
             self.stats.control_backlog_drops += 1;
         }
+    }
+
+    /// Loss before recovery up to the frames playout has passed.
+    fn loss_counts(&mut self) -> crate::loss::LossCounts {
+        if let Some(last) = self.jitter.next_seq().checked_sub(1) {
+            self.loss.resolve_through(last);
+        }
+        self.loss.counts()
     }
 
     /// When the session next needs [`handle_timeout`](Self::handle_timeout) or
@@ -687,6 +781,8 @@ impl ReceiverSession {
     /// The session report as of `now`.
     pub fn report(&self, now: Instant) -> SessionReport {
         let st = self.stats();
+        let loss = self.loss.counts();
+        let frames_due = st.frames_played + st.frames_late + st.frames_lost;
         let g = self.peer_goodbye.unwrap_or_default();
         let end_at = self.ended_at.unwrap_or(now);
         let frames = FrameReport {
@@ -747,6 +843,15 @@ impl ReceiverSession {
                 rtt_us: self.clock.min_rtt_us(),
                 samples: self.clock.samples(),
             }),
+            recovery: RecoveryReport {
+                fec_recovered: st.fec_recovered,
+                parity_received: st.fec.parity_received,
+                parity_unneeded: st.fec.parity_unneeded,
+                fec_decodes: st.fec.decodes,
+                loss_before_recovery: fraction(loss.missing, loss.expected),
+                loss_after_recovery: fraction(st.frames_lost, frames_due),
+                ..Default::default()
+            },
             quic: Default::default(),
         }
     }
@@ -775,12 +880,16 @@ mod tests {
 
     impl Pair {
         fn new(rx_cfg: ReceiverConfig, delay: Duration) -> Self {
-            let now = crate::test_instant();
-            let anchor = ClockAnchor::new(now, 1_700_000_000_000_000);
             let tx_cfg = SenderConfig {
                 compress: crate::compress::CompressLevel::Fast,
                 ..Default::default()
             };
+            Self::with_sender(tx_cfg, rx_cfg, delay)
+        }
+
+        fn with_sender(tx_cfg: SenderConfig, rx_cfg: ReceiverConfig, delay: Duration) -> Self {
+            let now = crate::test_instant();
+            let anchor = ClockAnchor::new(now, 1_700_000_000_000_000);
             Self {
                 tx: SenderSession::new(tx_cfg, anchor, now),
                 rx: ReceiverSession::new(rx_cfg, anchor, now),
@@ -885,6 +994,138 @@ mod tests {
             0,
             "same anchor: the estimate is exact"
         );
+    }
+
+    /// Runs `frames` frames of `len` bytes at 30 fps through `p`, then ends the session.
+    fn stream(p: &mut Pair, frames: usize, len: usize) {
+        for _ in 0..frames {
+            p.push(len);
+            for _ in 0..33 {
+                p.step(Duration::from_millis(1));
+            }
+        }
+        p.tx.finish(p.now);
+        for _ in 0..3000 {
+            p.step(Duration::from_millis(1));
+            if p.tx.is_done() && p.rx.is_done() {
+                break;
+            }
+        }
+    }
+
+    /// A drop function that loses every `n`th fragment datagram (parity always arrives).
+    fn every_nth_fragment(n: u64) -> DropFn {
+        let mut i = 0u64;
+        Box::new(move |d: &[u8]| {
+            if d[1] != crate::wire::datagram::TYPE_FRAGMENT {
+                return false;
+            }
+            i += 1;
+            i.is_multiple_of(n)
+        })
+    }
+
+    fn fec_pair(fec: crate::fec::FecMode) -> Pair {
+        let tx = SenderConfig {
+            compress: crate::compress::CompressLevel::Off,
+            fec,
+            ..Default::default()
+        };
+        Pair::with_sender(tx, fixed(80), Duration::from_millis(10))
+    }
+
+    #[test]
+    fn fec_restores_fragments_lost_on_the_way() {
+        use crate::fec::FecMode;
+        // 5000-byte frames: five fragments each at 1200 bytes; one fragment in seven lost.
+        let mut off = fec_pair(FecMode::Off);
+        off.drop = every_nth_fragment(7);
+        stream(&mut off, 60, 5000);
+        let mut on = fec_pair(FecMode::Fixed(0.4));
+        on.drop = every_nth_fragment(7);
+        stream(&mut on, 60, 5000);
+        let (r_off, r_on) = (off.rx.report(off.now), on.rx.report(on.now));
+        assert!(r_off.frames.lost >= 30, "without FEC: {:?}", r_off.frames);
+        assert_eq!(r_off.recovery.fec_recovered, 0);
+        assert_eq!(
+            (r_on.frames.played, r_on.frames.lost),
+            (60, 0),
+            "with 40 % parity every frame plays"
+        );
+        assert!(r_on.recovery.fec_recovered >= 40);
+        for (i, f) in on.played.iter().enumerate() {
+            assert_eq!(f.frame.seq, i as u64);
+            assert_eq!(
+                f.frame.data,
+                Bytes::from(vec![b'a'; 5000]),
+                "restored exactly"
+            );
+        }
+        // Loss before recovery as measured and reported: 1 in 7 fragments.
+        let loss = r_on.recovery.loss_before_recovery;
+        assert!((0.12..0.16).contains(&loss), "loss before recovery {loss}");
+        let tx = on.tx.report(on.now);
+        assert_eq!(tx.recovery.fec_mode, "40%");
+        // Two parities per five fragments, slightly larger (header) than the fragments.
+        let overhead = tx.recovery.fec_overhead_ratio;
+        assert!((0.38..0.45).contains(&overhead), "overhead {overhead}");
+    }
+
+    #[test]
+    fn auto_fec_follows_the_reported_loss() {
+        use crate::fec::FecMode;
+        let mut clean = fec_pair(FecMode::default());
+        stream(&mut clean, 60, 5000);
+        let tx = clean.tx.report(clean.now);
+        assert_eq!(tx.recovery.parity_sent, 0, "no loss reported, no parity");
+        let mut lossy = fec_pair(FecMode::default());
+        lossy.drop = every_nth_fragment(10);
+        stream(&mut lossy, 90, 5000);
+        let est = lossy.tx.loss_estimate();
+        assert!(
+            (0.07..0.13).contains(&est.loss),
+            "estimate from the reports: {est:?}"
+        );
+        let tx = lossy.tx.report(lossy.now);
+        let rx = lossy.rx.report(lossy.now);
+        assert!(tx.recovery.parity_sent > 0);
+        assert!(rx.recovery.fec_recovered > 0);
+        // Parity starts once a report shows loss: only the first frames go unprotected.
+        assert!(rx.frames.lost <= 10, "{:?}", rx.frames);
+        assert!(tx.recovery.fec_overhead_ratio <= 0.5);
+    }
+
+    #[test]
+    fn small_frames_are_protected_in_groups() {
+        use crate::fec::FecMode;
+        // 800-byte frames: one fragment each; every third lost.
+        let mut p = fec_pair(FecMode::Fixed(0.5));
+        p.drop = every_nth_fragment(3);
+        stream(&mut p, 60, 800);
+        let r = p.rx.report(p.now);
+        assert!(r.recovery.fec_recovered >= 15, "{:?}", r.recovery);
+        assert!(r.frames.lost <= 6, "{:?}", r.frames);
+    }
+
+    #[test]
+    fn forged_parity_is_counted_and_changes_nothing() {
+        let mut p = Pair::new(fixed(50), Duration::from_millis(5));
+        let now = p.now;
+        for d in [
+            vec![1u8, 1, 0, 0], // too short for a parity header
+            {
+                // sources 0
+                let mut d = vec![1u8, 1, 0, 0];
+                d.extend_from_slice(&[0; 20]);
+                d.extend_from_slice(&[0; 32]);
+                d
+            },
+        ] {
+            p.rx.handle_datagram(now, Bytes::from(d));
+        }
+        let st = p.rx.stats();
+        assert_eq!(st.dropped.total, 2);
+        assert_eq!(st.dropped.bad_parity + st.dropped.truncated, 2);
     }
 
     #[test]

@@ -19,11 +19,12 @@ use tracing::{debug, trace};
 use super::{End, Handshake, MAX_CONTROL_BACKLOG, SOFTWARE, handshake, queue_control};
 use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
+use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
 use crate::packetize::{Fragments, WireFrame};
 use crate::source::SourceFrame;
 use crate::stats::report::{
-    ByteReport, ControlDrops, DatagramReport, FrameReport, LatencyReport, SenderDrops,
-    SessionReport,
+    ByteReport, ControlDrops, DatagramReport, FrameReport, LatencyReport, RecoveryReport,
+    SenderDrops, SessionReport,
 };
 use crate::stats::{LatencyHistogram, LatencySummary};
 use crate::timer::{Timer, Timers};
@@ -31,14 +32,20 @@ use crate::wire::control::{
     ControlDecoder, ControlMessage, Goodbye, Hello, Pong, Report, Role, Summary, WireLatency,
 };
 use crate::wire::datagram::FrameFlags;
+use crate::wire::parity::PARITY_HEADER_LEN;
 use crate::wire::{CloseCode, VERSION};
+
+/// How long parity stays off once it was seen to repair nothing.
+const FEC_SUSPENSION: Duration = Duration::from_secs(5);
 
 /// Sender configuration. The defaults suit live video on the public internet: a frame not on
 /// the wire within 500 ms of capture is dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SenderConfig {
     /// Compression level.
     pub compress: CompressLevel,
+    /// Forward error correction.
+    pub fec: FecMode,
     /// A frame not completely handed to QUIC this long after capture is dropped.
     pub deadline: Duration,
     /// Frames queued at most (oldest dropped first).
@@ -57,6 +64,7 @@ impl Default for SenderConfig {
     fn default() -> Self {
         Self {
             compress: CompressLevel::Fast,
+            fec: FecMode::default(),
             deadline: Duration::from_millis(500),
             max_queue_frames: 1024,
             max_queue_bytes: 32 << 20,
@@ -142,6 +150,8 @@ pub struct SenderStats {
     pub control_errors: ControlDrops,
     /// Periodic control messages not queued because the backlog was full.
     pub control_backlog_drops: u64,
+    /// FEC counters.
+    pub fec: FecEncoderStats,
 }
 
 #[derive(Debug)]
@@ -176,6 +186,13 @@ pub struct SenderSession {
     phase: Phase,
     end: Option<End>,
     compressor: Compressor,
+    fec: FecEncoder,
+    /// The report the loss estimate was last taken from.
+    loss_mark: Option<Report>,
+    /// The report (and parity count) parity's effect was last checked against.
+    fec_mark: Option<(Report, u64)>,
+    /// Suspensions of parity in a row (see `check_fec_effect`).
+    fec_failures: u32,
     queue: VecDeque<Queued>,
     queued_bytes: usize,
     next_seq: u64,
@@ -195,6 +212,10 @@ impl SenderSession {
     pub fn new(cfg: SenderConfig, anchor: ClockAnchor, now: Instant) -> Self {
         let mut s = Self {
             compressor: Compressor::new(cfg.compress),
+            fec: FecEncoder::new(cfg.fec),
+            loss_mark: None,
+            fec_mark: None,
+            fec_failures: 0,
             decoder: ControlDecoder::new(cfg.max_control_message),
             cfg,
             anchor,
@@ -229,8 +250,14 @@ impl SenderSession {
     pub fn stats(&self) -> SenderStats {
         let mut st = self.stats;
         st.compression = self.compressor.stats();
+        st.fec = self.fec.stats();
         st.dropped = st.dropped.with_total();
         st
+    }
+
+    /// The loss estimate FEC is sized for (from the receiver's reports).
+    pub fn loss_estimate(&self) -> LossEstimate {
+        self.fec.estimate()
     }
 
     /// Capture → last fragment handed out, per frame completely sent.
@@ -367,7 +394,7 @@ impl SenderSession {
 
     /// Whether a datagram is ready to be polled (the head frame has fragments left).
     pub fn has_datagram(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || self.fec.pending() > 0
     }
 
     /// The next datagram to send, of at most `max_size` bytes (the connection's current maximum
@@ -383,11 +410,33 @@ impl SenderSession {
     /// sent (give it back with [`abandon`](Self::abandon)).
     pub fn poll_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
         self.expire(now);
+        self.fec.handle_timeout(now);
+        // Parity of a frame already sent goes before the next frame.
+        while let Some((data, deadline)) = self.fec.poll(now) {
+            if data.len() > max_size {
+                // The path shrank below the parity's size: it cannot be sent.
+                continue;
+            }
+            self.stats.datagrams += 1;
+            self.stats.bytes_datagrams += data.len() as u64;
+            return Some(Outgoing {
+                data,
+                deadline,
+                last_of_frame: false,
+            });
+        }
+        // With FEC, fragments leave room for the parity header, so that a parity datagram (a
+        // padded fragment plus its header) fits the path too.
+        let cut_size = if self.fec.mode() == FecMode::Off {
+            max_size
+        } else {
+            max_size.saturating_sub(PARITY_HEADER_LEN + 1)
+        };
         let front = self.queue.front_mut()?;
         let recut = front
             .frags
             .as_ref()
-            .is_some_and(|f| f.peek_len().is_some_and(|l| l > max_size));
+            .is_some_and(|f| f.peek_len().is_some_and(|l| l > cut_size));
         if front.frags.is_none() || recut {
             let seq = match &front.frags {
                 // A re-cut keeps the sequence number the frame already has on the wire.
@@ -405,7 +454,7 @@ impl SenderSession {
                 body: front.body.clone(),
                 payload_len: front.payload_len,
             };
-            match Fragments::new(&wf, max_size) {
+            match Fragments::new(&wf, cut_size) {
                 Ok(f) => {
                     if recut {
                         self.stats.recuts += 1;
@@ -430,6 +479,9 @@ impl SenderSession {
         self.stats.datagrams += 1;
         self.stats.bytes_datagrams += d.len() as u64;
         let last_of_frame = frags.remaining() == 0;
+        let count = Fragments::count(frags);
+        self.fec
+            .on_datagram(now, self.next_seq - 1, count, &d, last_of_frame, deadline);
         if last_of_frame && let Some(q) = self.queue.pop_front() {
             self.queued_bytes -= q.body.len();
             self.stats.frames_completed += 1;
@@ -514,7 +566,10 @@ impl SenderSession {
                     self.stats.control_backlog_drops += 1;
                 }
             }
-            ControlMessage::Report(r) => self.last_report = Some(r),
+            ControlMessage::Report(r) => {
+                self.on_report(now, &r);
+                self.last_report = Some(r);
+            }
             ControlMessage::Summary(s) => self.peer_summary = Some(s),
             ControlMessage::Goodbye(g) => {
                 self.peer_goodbye = Some(g);
@@ -527,6 +582,98 @@ impl SenderSession {
             }
             ControlMessage::Pong(_) => self.stats.control_errors.unexpected += 1,
         }
+    }
+
+    /// Updates the loss estimate from a receiver report: the loss since the report it was
+    /// last taken from, once that covers enough fragments to mean something. A rise is taken
+    /// at once, a fall smoothed, so parity follows loss up quickly and down slowly.
+    fn on_report(&mut self, now: Instant, r: &Report) {
+        const MIN_FRAGMENTS: u64 = 50;
+        /// Loss above this between two reports is an outage, not something parity repairs.
+        const OUTAGE_LOSS: f64 = 0.3;
+        self.check_fec_effect(now, r);
+        let base = self.loss_mark.unwrap_or_default();
+        let expected = r.fragments_expected.saturating_sub(base.fragments_expected);
+        if expected < MIN_FRAGMENTS {
+            if self.loss_mark.is_none() {
+                self.loss_mark = Some(base);
+            }
+            return;
+        }
+        let missing = r
+            .fragments_missing
+            .saturating_sub(base.fragments_missing)
+            .min(expected);
+        let runs = r.loss_runs.saturating_sub(base.loss_runs).min(missing);
+        let loss = missing as f64 / expected as f64;
+        if loss > OUTAGE_LOSS {
+            // An outage or a collapsed path, not loss that parity can repair: parity would
+            // only add load. The estimate keeps what it had.
+            self.loss_mark = Some(*r);
+            return;
+        }
+        let burst = if runs > 0 {
+            missing as f64 / runs as f64
+        } else {
+            1.0
+        };
+        let old = self.fec.estimate();
+        let smooth = |old: f64, new: f64| {
+            if new >= old {
+                new
+            } else {
+                0.8 * old + 0.2 * new
+            }
+        };
+        let smoothed = smooth(old.loss, loss);
+        let estimate = LossEstimate {
+            // Below 1e-4 the decay has run its course: no loss.
+            loss: if smoothed < 1e-4 { 0.0 } else { smoothed },
+            mean_burst: if missing > 0 {
+                smooth(old.mean_burst.max(1.0), burst)
+            } else {
+                old.mean_burst.max(1.0)
+            },
+        };
+        trace!(?estimate, "loss estimate");
+        self.fec.set_estimate(estimate);
+        self.loss_mark = Some(*r);
+    }
+
+    /// Suspends parity for [`FEC_SUSPENSION`] when, since the last check, the receiver missed
+    /// many fragments, parity went out, and it repaired almost none of them: the loss comes in
+    /// bursts that take the parity with them (a drop-tail queue overflowing), and parity only
+    /// adds to the load that causes it.
+    fn check_fec_effect(&mut self, now: Instant, r: &Report) {
+        const MIN_MISSING: u64 = 30;
+        let parities = self.fec.stats().parities;
+        let Some((base, base_parities)) = self.fec_mark else {
+            self.fec_mark = Some((*r, parities));
+            return;
+        };
+        let missing = r.fragments_missing.saturating_sub(base.fragments_missing);
+        if missing < MIN_MISSING {
+            return;
+        }
+        let recovered = r.fec_recovered.saturating_sub(base.fec_recovered);
+        let sent = parities.saturating_sub(base_parities);
+        if sent >= MIN_MISSING && recovered * 10 < missing && !self.fec.is_suspended(now) {
+            // Each failure in a row doubles the pause (5 s, 10 s, … 80 s): on a path whose loss
+            // parity cannot repair, trying again costs little.
+            let pause = FEC_SUSPENSION * (1u32 << self.fec_failures.min(4));
+            self.fec_failures += 1;
+            debug!(
+                missing,
+                recovered,
+                sent,
+                ?pause,
+                "parity repairs nothing: suspended"
+            );
+            self.fec.suspend(now + pause);
+        } else if sent > 0 && recovered * 2 >= missing {
+            self.fec_failures = 0;
+        }
+        self.fec_mark = Some((*r, parities));
     }
 
     fn fail(&mut self, now: Instant, code: CloseCode, reason: &str) {
@@ -560,6 +707,7 @@ impl SenderSession {
         self.stats.frames_truncated += self.queue.len() as u64 - untouched;
         self.queue.clear();
         self.queued_bytes = 0;
+        self.fec.clear();
     }
 
     fn send_goodbye(&mut self, now: Instant) {
@@ -626,6 +774,7 @@ impl SenderSession {
     /// Acts on timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
+        self.fec.handle_timeout(now);
         while let Some(t) = self.timers.take_expired(now) {
             if t == Timer::Close {
                 self.done(now, End::Timeout);
@@ -636,10 +785,10 @@ impl SenderSession {
     /// When the session next needs [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let head = self.queue.front().map(|q| q.deadline);
-        match (self.timers.next(), head) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.timers.next(), head, self.fec.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The session report as of `now`.
@@ -698,9 +847,27 @@ impl SenderSession {
             jitter_buffer: None,
             reassembly: None,
             clock: None,
+            recovery: RecoveryReport {
+                fec_mode: self.fec.mode().to_string(),
+                fec_recovered: self.last_report.map_or(0, |r| r.fec_recovered),
+                parity_sent: st.fec.parities,
+                fec_overhead_ratio: fraction(
+                    st.fec.parity_bytes,
+                    st.bytes_datagrams.saturating_sub(st.fec.parity_bytes),
+                ),
+                loss_before_recovery: self
+                    .last_report
+                    .map_or(0.0, |r| fraction(r.fragments_missing, r.fragments_expected)),
+                ..Default::default()
+            },
             quic: Default::default(),
         }
     }
+}
+
+/// `part / whole` to four decimals, 0 when `whole` is 0.
+pub(crate) fn fraction(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { ratio(part, whole) }
 }
 
 pub(crate) fn ratio(part: u64, whole: u64) -> f64 {

@@ -42,9 +42,38 @@ pub struct SessionReport {
     /// Clock-offset estimate (receiver only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub clock: Option<ClockReport>,
+    /// Loss recovery: FEC (and what it cost).
+    #[serde(default)]
+    pub recovery: RecoveryReport,
     /// QUIC connection figures, filled by the shell.
     #[serde(default)]
     pub quic: QuicReport,
+}
+
+/// Loss recovery. The sender fills what it sent, the receiver what it received and restored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RecoveryReport {
+    /// FEC mode (`off`, `auto`, `auto:MAX`, or a fixed overhead such as `25%`; sender).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fec_mode: String,
+    /// Fragments restored by FEC that reassembly used (receiver; the sender repeats the
+    /// receiver's last report).
+    pub fec_recovered: u64,
+    /// Parity datagrams sent (sender).
+    pub parity_sent: u64,
+    /// Parity datagrams received and kept (receiver).
+    pub parity_received: u64,
+    /// Parity that arrived for groups already whole or decoded (receiver).
+    pub parity_unneeded: u64,
+    /// Groups decoded (receiver).
+    pub fec_decodes: u64,
+    /// Parity bytes / fragment bytes sent (sender).
+    pub fec_overhead_ratio: f64,
+    /// Fraction of fragments that did not arrive by themselves (receiver: measured; sender:
+    /// as last reported).
+    pub loss_before_recovery: f64,
+    /// Fraction of frames lost after recovery (receiver).
+    pub loss_after_recovery: f64,
 }
 
 /// Frame counts. On the receiver, `sent` comes from the sender's goodbye.
@@ -164,6 +193,9 @@ pub struct DatagramDrops {
     pub too_large: u64,
     /// Frames (not datagrams) whose decompression failed: corrupt, or a decompression bomb.
     pub decompress_failed: u64,
+    /// FEC parity datagrams that failed their checks (`docs/PROTOCOL.md` §3.8).
+    #[serde(default)]
+    pub bad_parity: u64,
     /// All of the above.
     pub total: u64,
 }
@@ -192,6 +224,12 @@ impl DatagramDrops {
             Rejected::TooLarge => self.too_large += 1,
             Rejected::Malformed => self.bad_length += 1,
         }
+        self.total += 1;
+    }
+
+    /// Counts a parity datagram that failed its checks.
+    pub fn bad_parity(&mut self) {
+        self.bad_parity += 1;
         self.total += 1;
     }
 

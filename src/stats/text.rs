@@ -70,6 +70,34 @@ pub fn summary(title: &str, r: &SessionReport) -> String {
             r.frames.output_dropped
         );
     }
+    let rec = &r.recovery;
+    if rec.parity_sent > 0 || rec.parity_received > 0 || rec.loss_before_recovery > 0.0 {
+        let _ = writeln!(
+            out,
+            "  recovery  loss before {:.2}%  FEC restored {} fragments  parity {} {}{}",
+            rec.loss_before_recovery * 100.0,
+            rec.fec_recovered,
+            if r.role == Role::Sender {
+                "sent"
+            } else {
+                "received"
+            },
+            if r.role == Role::Sender {
+                rec.parity_sent
+            } else {
+                rec.parity_received
+            },
+            if r.role == Role::Sender {
+                format!(
+                    " (overhead {:.1}%, fec {})",
+                    rec.fec_overhead_ratio * 100.0,
+                    rec.fec_mode
+                )
+            } else {
+                String::new()
+            },
+        );
+    }
     if r.datagrams.dropped.total > 0 {
         let _ = writeln!(
             out,
@@ -164,6 +192,7 @@ mod tests {
             jitter_buffer: None,
             reassembly: None,
             clock: None,
+            recovery: RecoveryReport::default(),
             quic: QuicReport::default(),
         }
     }

@@ -131,6 +131,15 @@ counter_message! {
         target_delay_us = 0x000a,
         /// Highest frame sequence number seen plus one.
         next_seq = 0x000b,
+        /// Fragments of the frames playout has passed (a frame of which nothing arrived counts
+        /// as one).
+        fragments_expected = 0x000c,
+        /// Of those, fragments that did not arrive by themselves (before FEC or retransmission).
+        fragments_missing = 0x000d,
+        /// Runs of consecutive missing fragments, in (frame, index) order.
+        loss_runs = 0x000e,
+        /// Fragments restored by FEC and used.
+        fec_recovered = 0x000f,
     }
 }
 

@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod datagram;
+pub mod parity;
 
 pub use control::{
     ControlDecoder, ControlError, ControlMessage, Goodbye, Hello, Ping, Pong, Report, Role,
