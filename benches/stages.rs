@@ -232,6 +232,7 @@ fn jitter(c: &mut Criterion) {
                         flags: FrameFlags::empty(),
                         data: Bytes::new(),
                         complete_us: arrive,
+                        retransmitted: false,
                     };
                     jb.insert(arrive, f);
                     while jb.poll(arrive).is_some() {

@@ -128,6 +128,10 @@ pub struct ReadyFrame {
     pub data: Bytes,
     /// When it became complete, µs on the receiver's clock.
     pub complete_us: u64,
+    /// It needed a retransmission: its transit says how long recovery took, not how the
+    /// network delays frames, so it does not move the adaptive target (the recovery
+    /// allowance makes room for it).
+    pub retransmitted: bool,
 }
 
 /// A frame released by the buffer.
@@ -188,6 +192,8 @@ pub struct JitterBuffer {
     target_raw: Option<i64>,
     samples: SlidingWindow,
     last_decay_us: u64,
+    /// Time a lost fragment needs to be asked for and sent again (0: no retransmission).
+    recovery_us: i64,
     stats: JitterStats,
 }
 
@@ -234,6 +240,9 @@ impl SlidingWindow {
     }
 }
 
+/// The transit percentile the retransmission allowance is added to.
+const RECOVERY_PERCENTILE: f64 = 0.95;
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -250,6 +259,7 @@ impl JitterBuffer {
             target_raw: None,
             samples: SlidingWindow::default(),
             last_decay_us: 0,
+            recovery_us: 0,
             stats: JitterStats::default(),
         };
         jb.apply_fixed();
@@ -314,6 +324,7 @@ impl JitterBuffer {
     /// Adds a complete frame at `now_us`.
     pub fn insert(&mut self, now_us: u64, frame: ReadyFrame) -> Inserted {
         let seq = frame.seq;
+        let retransmitted = frame.retransmitted;
         if seq < self.next_seq {
             // Playout already passed it, counting it lost; it completed after all.
             debug_assert!(
@@ -359,7 +370,9 @@ impl JitterBuffer {
             self.slots.insert(seq, Slot::Frame(frame));
             Inserted::Buffered
         };
-        self.add_sample(now_us, transit);
+        if !retransmitted {
+            self.add_sample(now_us, transit);
+        }
         outcome
     }
 
@@ -377,7 +390,13 @@ impl JitterBuffer {
             .samples
             .percentile(self.cfg.percentile)
             .unwrap_or(transit);
-        let goal = self.clamp_raw(p99.saturating_add(micros(self.cfg.headroom)));
+        // With retransmission, most frames must also have time for a lost fragment to be asked
+        // for and sent again: the 95th percentile of transit plus the recovery time.
+        let recovery = match self.samples.percentile(RECOVERY_PERCENTILE) {
+            Some(t) if self.recovery_us > 0 => t.saturating_add(self.recovery_us),
+            _ => i64::MIN,
+        };
+        let goal = self.clamp_raw(p99.max(recovery).saturating_add(micros(self.cfg.headroom)));
         let next = if goal >= current {
             goal
         } else {
@@ -388,6 +407,26 @@ impl JitterBuffer {
         };
         self.last_decay_us = now_us;
         self.target_raw = Some(next);
+    }
+
+    /// Makes room in the adaptive target for retransmission: a frame plays at least `d` after
+    /// the 95th percentile of transit, so that a fragment lost on the way can be asked for and arrive
+    /// (`d`: a round trip plus the wait before asking). `None` or zero: no room.
+    pub fn set_recovery_allowance(&mut self, d: Option<Duration>) {
+        self.recovery_us = d.map_or(0, micros);
+    }
+
+    /// When a frame captured at `capture_us` would play if the target made room for a
+    /// recovery allowance `d` (whatever the allowance now is): to tell whether the room would
+    /// save it.
+    pub fn playout_with_allowance_us(&self, capture_us: u64, d: Duration) -> Option<u64> {
+        let current = self.playout_us(capture_us)?;
+        let t = self.samples.percentile(RECOVERY_PERCENTILE)?;
+        let raw = self.clamp_raw(
+            t.saturating_add(micros(d))
+                .saturating_add(micros(self.cfg.headroom)),
+        );
+        Some(current.max(capture_us.saturating_add_signed(raw)))
     }
 
     /// When the next frame is due (µs, receiver clock), if any is held.
@@ -475,6 +514,7 @@ mod tests {
             flags: FrameFlags::empty(),
             data: Bytes::from(vec![seq as u8; 10]),
             complete_us,
+            retransmitted: false,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod loss;
 pub mod net;
 pub mod packetize;
 pub mod reassemble;
+pub mod retransmit;
 pub mod session;
 pub mod source;
 pub mod stats;

@@ -209,6 +209,7 @@ struct Partial {
     have: Vec<u64>,
     received: u16,
     first_at: Instant,
+    last_at: Instant,
     expires: Instant,
 }
 
@@ -220,6 +221,7 @@ impl Partial {
             have: vec![0; usize::from(header.count).div_ceil(64)],
             received: 0,
             first_at: now,
+            last_at: now,
             expires,
         }
     }
@@ -242,6 +244,44 @@ impl Partial {
         let a = &self.header;
         (a.flags, a.capture_us, a.frame_len, a.payload_len, a.count)
             == (h.flags, h.capture_us, h.frame_len, h.payload_len, h.count)
+    }
+}
+
+/// What [`Reassembler::partials`] shows of one partial frame.
+#[derive(Debug, Clone, Copy)]
+pub struct PartialView<'a> {
+    /// The header of its first fragment (its geometry).
+    pub header: FragmentHeader,
+    /// When its latest fragment arrived.
+    pub last_at: Instant,
+    have: &'a [u64],
+}
+
+impl PartialView<'_> {
+    /// Whether fragment `index` has arrived.
+    pub fn has(&self, index: u16) -> bool {
+        self.have
+            .get(usize::from(index) / 64)
+            .is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+
+    /// The runs of missing fragments, as (first index, count).
+    pub fn missing_runs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        let count = self.header.count;
+        let mut i = 0u16;
+        std::iter::from_fn(move || {
+            while i < count && self.has(i) {
+                i += 1;
+            }
+            if i >= count {
+                return None;
+            }
+            let start = i;
+            while i < count && !self.has(i) {
+                i += 1;
+            }
+            Some((start, i - start))
+        })
     }
 }
 
@@ -274,6 +314,20 @@ impl Reassembler {
     /// Partial frames held.
     pub fn partial_frames(&self) -> usize {
         self.partial.len()
+    }
+
+    /// The partial frames, oldest first: what a retransmission request needs of each.
+    pub fn partials(&self) -> impl Iterator<Item = PartialView<'_>> {
+        self.partial.values().map(|p| PartialView {
+            header: p.header,
+            last_at: p.last_at,
+            have: &p.have,
+        })
+    }
+
+    /// Whether frame `seq` is being reassembled.
+    pub fn is_partial(&self, seq: u64) -> bool {
+        self.partial.contains_key(&seq)
     }
 
     /// Bytes of partial frame buffers held.
@@ -380,6 +434,7 @@ impl Reassembler {
             dst.copy_from_slice(&body);
         }
         p.received += 1;
+        p.last_at = now;
         self.stats.fragments += 1;
         if p.received < p.header.count {
             return Ok(Accepted::Partial { first });

@@ -14,10 +14,18 @@ pub enum Timer {
     Close = 2,
     /// No control traffic from the peer for too long.
     Idle = 3,
+    /// Look for fragments worth asking for again.
+    Nack = 4,
 }
 
-const COUNT: usize = 4;
-const ALL: [Timer; COUNT] = [Timer::Ping, Timer::Report, Timer::Close, Timer::Idle];
+const COUNT: usize = 5;
+const ALL: [Timer; COUNT] = [
+    Timer::Ping,
+    Timer::Report,
+    Timer::Close,
+    Timer::Idle,
+    Timer::Nack,
+];
 
 /// The deadlines of every [`Timer`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -206,6 +206,10 @@ pub struct SessionArgs {
     /// 25% [default: auto].
     #[arg(long, value_name = "auto|off|PERCENT", help_heading = "Session")]
     pub fec: Option<String>,
+    /// Retransmission of lost fragments within their deadline, at both ends: on or off
+    /// [default: on].
+    #[arg(long, value_name = "on|off", help_heading = "Session")]
+    pub nack: Option<String>,
     /// Sender deadline [default: 500ms].
     #[arg(long, value_name = "DURATION", help_heading = "Session")]
     pub deadline: Option<Dur>,
@@ -338,6 +342,7 @@ impl SessionArgs {
                 frame_size: self.frame_size,
                 compress: self.compress.clone(),
                 fec: self.fec.clone(),
+                nack: self.nack.clone(),
                 deadline: self.deadline,
             },
             receiver: ReceiverSpec {

@@ -90,6 +90,7 @@ pub(crate) fn receiver_options(scenario: &Scenario) -> RecvOptions {
                 ..Default::default()
             },
             clock: rtq::clock::ClockMode::System,
+            nack: scenario.nack,
             ..Default::default()
         },
         clock: ClockChoice::System,
@@ -106,6 +107,7 @@ pub(crate) fn sender_config(scenario: &Scenario) -> SenderConfig {
     SenderConfig {
         compress: scenario.compress,
         fec: scenario.fec,
+        nack: scenario.nack,
         deadline: scenario.deadline,
         ..Default::default()
     }

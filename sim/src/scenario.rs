@@ -96,6 +96,8 @@ pub struct SourceSpec {
     pub compress: Option<String>,
     /// Forward error correction (`auto`, `auto:MAX`, `off` or a fixed overhead like `25%`).
     pub fec: Option<String>,
+    /// Retransmission of lost fragments (`on` or `off`), at both ends.
+    pub nack: Option<String>,
     /// Sender deadline.
     pub deadline: Option<Dur>,
 }
@@ -142,6 +144,7 @@ impl SourceSpec {
             frame_size: other.frame_size.or(self.frame_size),
             compress: other.compress.clone().or_else(|| self.compress.clone()),
             fec: other.fec.clone().or_else(|| self.fec.clone()),
+            nack: other.nack.clone().or_else(|| self.nack.clone()),
             deadline: other.deadline.or(self.deadline),
         }
     }
@@ -291,6 +294,8 @@ impl ScenarioFile {
             .unwrap_or("auto")
             .parse()
             .map_err(|e| format!("source: fec: {e}"))?;
+        let nack = rtq::cli::on_off_arg(s.nack.as_deref().unwrap_or("on"))
+            .map_err(|e| format!("source: nack {e}"))?;
         let jitter: JitterMode = self
             .receiver
             .jitter
@@ -320,6 +325,7 @@ impl ScenarioFile {
             source,
             compress,
             fec,
+            nack,
             deadline: s.deadline.map_or(Duration::from_millis(500), |d| d.0),
             jitter,
             max_delay: self
@@ -371,6 +377,8 @@ pub struct Scenario {
     /// Forward error correction.
     #[serde(serialize_with = "ser_display")]
     pub fec: FecMode,
+    /// Retransmission of lost fragments.
+    pub nack: bool,
     /// Sender deadline.
     #[serde(serialize_with = "ser_dur")]
     pub deadline: Duration,

@@ -6,13 +6,14 @@
 use rtq_sim::run::RunOutcome;
 use rtq_sim::scenario::{Scenario, ScenarioFile};
 
-fn scenario(fec: &str, link: &str) -> Scenario {
+fn scenario(fec: &str, nack: &str, link: &str) -> Scenario {
     let text = format!(
         r#"
         seed = 3
         duration = "20s"
         [source]
         fec = "{fec}"
+        nack = "{nack}"
         [link]
         {link}
         "#
@@ -31,8 +32,8 @@ const RANDOM_LOSS: &str = r#"delay = "40ms"
 
 #[test]
 fn fec_turns_random_loss_into_frames_played() {
-    let off = run(&scenario("off", RANDOM_LOSS)).report;
-    let auto = run(&scenario("auto", RANDOM_LOSS)).report;
+    let off = run(&scenario("off", "off", RANDOM_LOSS)).report;
+    let auto = run(&scenario("auto", "off", RANDOM_LOSS)).report;
     let (r_off, r_auto) = (&off.receiver, &auto.receiver);
     // Both saw the same kind of loss before recovery (about 2 %).
     for r in [r_off, r_auto] {
@@ -56,8 +57,39 @@ fn fec_turns_random_loss_into_frames_played() {
 
 #[test]
 fn a_clean_link_costs_no_parity() {
-    let r = run(&scenario("auto", r#"delay = "20ms""#)).report;
+    let r = run(&scenario("auto", "on", r#"delay = "20ms""#)).report;
     assert_eq!(r.sender.recovery.parity_sent, 0);
     assert_eq!(r.sender.recovery.fec_overhead_ratio, 0.0);
     assert_eq!(r.receiver.frames.lost, 0);
+    // Nor room for retransmission in the playout delay: nothing goes missing.
+    assert_eq!(r.receiver.recovery.retransmit_requests, 0);
+    let p50 = r.receiver.latency_us.end_to_end.p50;
+    assert!(p50 < 25_000, "p50 {p50} µs on a 20 ms path");
+}
+
+#[test]
+fn retransmission_recovers_what_is_lost_in_time() {
+    let none = run(&scenario("off", "off", RANDOM_LOSS)).report;
+    let nack = run(&scenario("off", "on", RANDOM_LOSS)).report;
+    let r = &nack.receiver;
+    assert!(r.recovery.retransmit_requests > 0);
+    assert!(r.recovery.retransmitted > 50, "{:?}", r.recovery);
+    assert!(nack.sender.recovery.retransmitted >= r.recovery.retransmitted);
+    assert!(
+        r.frames.lost * 4 < none.receiver.frames.lost,
+        "lost with retransmission {} vs without {}",
+        r.frames.lost,
+        none.receiver.frames.lost
+    );
+}
+
+#[test]
+fn fec_and_retransmission_together_play_nearly_everything_within_three_round_trips() {
+    let both = run(&scenario("auto", "on", RANDOM_LOSS)).report;
+    let on_time = both.on_time_ratio();
+    assert!(on_time >= 0.995, "on time {on_time}");
+    // The playout delay made room for a round trip, and no more than three.
+    let rtt = both.sender.quic.rtt_us;
+    let p50 = both.receiver.latency_us.end_to_end.p50;
+    assert!(p50 > rtt && p50 < 3 * rtt, "p50 {p50} µs, rtt {rtt} µs");
 }

@@ -163,6 +163,7 @@ fn loss_costs_frames_in_proportion() {
         seed = 3
         [source]
         fec = "off"
+        nack = "off"
         [link]
         delay = "15ms"
         loss = "5%"

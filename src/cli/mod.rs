@@ -14,6 +14,15 @@ use std::time::Duration;
 use crate::net::transport::{Congestion, TransportOptions};
 use crate::stats::LatencyHistogram;
 
+/// Parses `on` or `off`.
+pub fn on_off_arg(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        other => Err(format!("`{other}`: use on or off")),
+    }
+}
+
 /// Parses a duration flag (`40ms`, `1.5s`).
 pub fn duration_arg(s: &str) -> Result<Duration, String> {
     crate::units::parse_duration(s)

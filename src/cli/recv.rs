@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 
-use super::{ReportArgs, TransportArgs, duration_arg, size_arg};
+use super::{ReportArgs, TransportArgs, duration_arg, on_off_arg, size_arg};
 use crate::jitter::{JitterConfig, JitterMode};
 use crate::net::io::Stream;
 use crate::net::receiver::{ClockChoice, Receiver, RecvOptions, SessionOutcome};
@@ -54,6 +54,10 @@ pub struct RecvArgs {
     /// Longest playout delay; frames that need more are late.
     #[arg(long, value_parser = duration_arg, default_value = "2s", value_name = "DURATION")]
     pub max_delay: Duration,
+    /// Ask the sender to send lost fragments again when they can still arrive before their
+    /// frame plays; the adaptive playout delay then keeps a round trip of room for it.
+    #[arg(long, value_parser = on_off_arg, default_value = "on", value_name = "on|off")]
+    pub nack: bool,
     /// How sender timestamps map onto this clock: `auto` trusts the clock for senders on this
     /// host and estimates the offset for others.
     #[arg(long, value_enum, default_value_t = ClockChoice::Auto)]
@@ -102,6 +106,7 @@ impl RecvArgs {
                 max_frame_bytes,
                 ..Default::default()
             },
+            nack: self.nack,
             ..Default::default()
         };
         cfg.validate()?;

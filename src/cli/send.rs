@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::{ReportArgs, TransportArgs, duration_arg, rate_arg, size_arg};
+use super::{ReportArgs, TransportArgs, duration_arg, on_off_arg, rate_arg, size_arg};
 use crate::compress::CompressLevel;
 use crate::fec::FecMode;
 use crate::net::io::Stream;
@@ -80,6 +80,9 @@ pub struct SendArgs {
     /// such as `25%`.
     #[arg(long, default_value = "auto", value_name = "auto|off|PERCENT")]
     pub fec: FecMode,
+    /// Send again the fragments the receiver asks for, while their frames can still play.
+    #[arg(long, value_parser = on_off_arg, default_value = "on", value_name = "on|off")]
+    pub nack: bool,
     /// Drop a frame not on the wire this long after capture, instead of sending it late.
     #[arg(long, value_parser = duration_arg, default_value = "500ms", value_name = "DURATION")]
     pub deadline: Duration,
@@ -156,6 +159,7 @@ impl SendArgs {
         let cfg = SenderConfig {
             compress: self.compress,
             fec: self.fec,
+            nack: self.nack,
             deadline: self.deadline,
             ..Default::default()
         };

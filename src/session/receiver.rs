@@ -27,7 +27,8 @@ use crate::stats::report::{
 use crate::stats::{Delays, InterarrivalJitter};
 use crate::timer::{Timer, Timers};
 use crate::wire::control::{
-    ControlDecoder, ControlMessage, Goodbye, Hello, Ping, Report, Role, Summary,
+    ControlDecoder, ControlMessage, Goodbye, Hello, MAX_NACK_ENTRIES, Nack, NackEntry, Ping,
+    Report, Role, Summary,
 };
 use crate::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
 use crate::wire::parity::{PARITY_HEADER_LEN, ParityHeader, TYPE_PARITY, datagram_type};
@@ -42,6 +43,12 @@ pub struct ReceiverConfig {
     pub reassembly: ReassemblyLimits,
     /// Memory the FEC decoder may keep (recent datagrams and parity).
     pub fec: FecLimits,
+    /// Ask the sender to send lost fragments again when they can still arrive in time (and
+    /// keep room for that in the playout delay).
+    pub nack: bool,
+    /// Least time a gap must last before its fragments are asked for (reordering, pacing);
+    /// twice the interarrival jitter when that is larger.
+    pub nack_wait: Duration,
     /// How capture times map onto this clock.
     pub clock: ClockMode,
     /// Largest control message accepted from the sender, bytes.
@@ -67,6 +74,8 @@ impl Default for ReceiverConfig {
             jitter: JitterConfig::default(),
             reassembly: ReassemblyLimits::default(),
             fec: FecLimits::default(),
+            nack: true,
+            nack_wait: Duration::from_millis(5),
             clock: ClockMode::Sync,
             max_control_message: crate::wire::control::DEFAULT_MAX_MESSAGE,
             report_interval: Duration::from_millis(250),
@@ -156,6 +165,12 @@ pub struct ReceiverStats {
     pub control_backlog_drops: u64,
     /// Fragments restored by FEC that reassembly used.
     pub fec_recovered: u64,
+    /// Retransmission requests sent (NACK entries).
+    pub nack_entries: u64,
+    /// NACK messages sent.
+    pub nacks_sent: u64,
+    /// Fragments asked for again that arrived and were used.
+    pub retransmit_recovered: u64,
     /// FEC decoder counters.
     pub fec: FecStats,
 }
@@ -167,7 +182,43 @@ enum Origin {
     Wire,
     /// FEC restored it.
     Fec,
+    /// It came after it was asked for again.
+    Retransmit,
 }
+
+/// What was asked for of one frame.
+#[derive(Debug, Clone)]
+struct Asked {
+    /// When it was last asked for (or, before that, when its absence was noticed).
+    at: Instant,
+    /// Requests sent.
+    tries: u8,
+    /// Fragment runs asked for; empty with `whole`.
+    runs: Vec<(u16, u16)>,
+    /// The whole frame was asked for (nothing of it had arrived).
+    whole: bool,
+}
+
+impl Asked {
+    fn covers(&self, index: u16) -> bool {
+        self.tries > 0
+            && (self.whole || self.runs.iter().any(|&(f, c)| index >= f && index - f < c))
+    }
+}
+
+fn micros_of(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How often the receiver looks for fragments to ask for again.
+const NACK_SCAN: Duration = Duration::from_millis(5);
+/// How long after fragments last went missing the playout delay keeps room for
+/// retransmission.
+const RECOVERY_MEMORY: Duration = Duration::from_secs(10);
+/// Requests per frame at most.
+const NACK_TRIES: u8 = 2;
+/// Frames whose requests are remembered at most.
+const MAX_ASKED: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -194,6 +245,11 @@ pub struct ReceiverSession {
     reassembler: Reassembler,
     fec: FecDecoder,
     loss: LossMeter,
+    asked: std::collections::BTreeMap<u64, Asked>,
+    /// When fragments last went missing past the wait (retransmission was needed).
+    needed_recovery_at: Option<Instant>,
+    /// Capture times of recently seen frames (to place a wholly missing frame in time).
+    captures: std::collections::BTreeMap<u64, u64>,
     decompressor: Decompressor,
     jitter: JitterBuffer,
     clock: ClockSync,
@@ -217,6 +273,9 @@ impl ReceiverSession {
             reassembler: Reassembler::new(cfg.reassembly),
             fec: FecDecoder::new(cfg.fec),
             loss: LossMeter::default(),
+            asked: Default::default(),
+            needed_recovery_at: None,
+            captures: Default::default(),
             decompressor: Decompressor::default(),
             jitter: JitterBuffer::new(cfg.jitter),
             clock: ClockSync::new(cfg.clock),
@@ -249,6 +308,9 @@ impl ReceiverSession {
         s.timers.set(Timer::Ping, now);
         s.timers.set(Timer::Idle, now + s.cfg.hello_timeout);
         s.timers.set(Timer::Report, now + s.cfg.report_interval);
+        if s.cfg.nack {
+            s.timers.set(Timer::Nack, now + NACK_SCAN);
+        }
         s
     }
 
@@ -355,6 +417,21 @@ impl ReceiverSession {
                 return;
             }
         };
+        // A fragment asked for again that arrives within half a round trip of the request is
+        // the original, late (a copy takes a whole round trip); after that, it is taken for
+        // the copy.
+        let rtt = Duration::from_micros(self.clock.min_rtt_us().unwrap_or(0) / 2);
+        let origin = match origin {
+            Origin::Wire
+                if self
+                    .asked
+                    .get(&header.seq)
+                    .is_some_and(|a| a.covers(header.index) && now >= a.at + rtt) =>
+            {
+                Origin::Retransmit
+            }
+            o => o,
+        };
         if origin == Origin::Wire {
             self.loss
                 .on_fragment(header.seq, header.index, header.count);
@@ -366,8 +443,12 @@ impl ReceiverSession {
             accepted,
             Err(Rejected::TooFarAhead | Rejected::TooLarge | Rejected::Malformed)
         );
-        if accepted.is_ok() && origin == Origin::Fec {
-            self.stats.fec_recovered += 1;
+        if accepted.is_ok() {
+            match origin {
+                Origin::Fec => self.stats.fec_recovered += 1,
+                Origin::Retransmit => self.stats.retransmit_recovered += 1,
+                Origin::Wire => {}
+            }
         }
         match accepted {
             Ok(Accepted::Partial { first }) => {
@@ -383,7 +464,7 @@ impl ReceiverSession {
             }
             Err(r) => {
                 trace!(%r, seq = header.seq, "fragment dropped");
-                if origin == Origin::Wire {
+                if origin != Origin::Fec {
                     self.stats.dropped.rejected(r);
                 }
             }
@@ -410,6 +491,10 @@ impl ReceiverSession {
 
     fn on_first_fragment(&mut self, now: Instant, h: &FragmentHeader) {
         self.stats.frames_received += 1;
+        self.captures.insert(h.seq, h.capture_us);
+        if self.captures.len() > MAX_ASKED {
+            self.captures.pop_first();
+        }
         self.next_seq_seen = self.next_seq_seen.max(h.seq.saturating_add(1));
         let transit = diff_us(self.anchor.micros(now), h.capture_us);
         self.interarrival.update(transit);
@@ -446,6 +531,7 @@ impl ReceiverSession {
             flags: h.flags,
             data,
             complete_us: now_us,
+            retransmitted: self.asked.get(&h.seq).is_some_and(|a| a.tries > 0),
         };
         match self.jitter.insert(now_us, ready) {
             Inserted::Buffered => trace!(seq = h.seq, "frame buffered"),
@@ -564,7 +650,10 @@ impl ReceiverSession {
                 self.timers.set(Timer::Close, now + wait);
                 self.maybe_finish(now);
             }
-            ControlMessage::Ping(_) | ControlMessage::Report(_) | ControlMessage::Summary(_) => {
+            ControlMessage::Ping(_)
+            | ControlMessage::Report(_)
+            | ControlMessage::Summary(_)
+            | ControlMessage::Nack(_) => {
                 self.stats.control_errors.unexpected += 1;
             }
         }
@@ -677,6 +766,10 @@ impl ReceiverSession {
         while let Some(t) = self.timers.take_expired(now) {
             match t {
                 Timer::Ping => self.send_ping(now),
+                Timer::Nack => {
+                    self.ask_again(now);
+                    self.timers.set(Timer::Nack, now + NACK_SCAN);
+                }
                 Timer::Report => {
                     self.send_report();
                     self.timers
@@ -703,6 +796,161 @@ impl ReceiverSession {
                         self.fail(now, CloseCode::ProtocolViolation, &why);
                     }
                 }
+            }
+        }
+    }
+
+    /// Asks the sender for the fragments that are overdue and can still arrive before their
+    /// frame plays (a round trip, plus the wait, plus 2 ms, before its playout time).
+    fn ask_again(&mut self, now: Instant) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let Some(rtt_us) = self.clock.min_rtt_us() else {
+            return;
+        };
+        let wait = self
+            .cfg
+            .nack_wait
+            .max(Duration::from_micros(2 * self.interarrival.micros()));
+        let rtt = Duration::from_micros(rtt_us);
+        // A lost fragment is noticed a wait after its neighbours, asked for at the next scan,
+        // and its copy takes a round trip: while fragments go missing (and for a while after),
+        // the playout delay keeps room for that. A path without loss pays nothing.
+        let allowance = rtt + 2 * wait + NACK_SCAN + Duration::from_millis(2);
+        let recovering = self
+            .needed_recovery_at
+            .is_some_and(|t| now < t + RECOVERY_MEMORY);
+        self.jitter
+            .set_recovery_allowance(recovering.then_some(allowance));
+        let next_play = self.jitter.next_seq();
+        // Forget what playout has passed.
+        while self
+            .asked
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < next_play)
+        {
+            self.asked.pop_first();
+        }
+        while self
+            .captures
+            .first_key_value()
+            .is_some_and(|(&s, _)| s < next_play)
+        {
+            self.captures.pop_first();
+        }
+        let now_us = self.anchor.micros(now);
+        let slack = rtt_us.saturating_add(micros_of(wait)).saturating_add(2_000);
+        let reachable = |jitter: &JitterBuffer, capture_us: u64| {
+            jitter
+                .playout_us(capture_us)
+                .is_some_and(|play| now_us.saturating_add(slack) < play)
+        };
+        let due = |asked: Option<&Asked>| match asked {
+            None => true,
+            Some(a) => a.tries < NACK_TRIES && now >= a.at + rtt + rtt / 2 + wait,
+        };
+        let mut entries = Vec::new();
+        let mut asked_now = Vec::new();
+        for p in self.reassembler.partials() {
+            let seq = p.header.seq;
+            if seq < next_play || now < p.last_at + wait {
+                continue;
+            }
+            // Retransmission is needed (and the playout delay makes room for it) when a copy
+            // would arrive in time with that room: not for frames, such as large keyframes
+            // losing their tail in a queue, that no reasonable room would save.
+            if self
+                .jitter
+                .playout_with_allowance_us(p.header.capture_us, allowance)
+                .is_some_and(|play| now_us.saturating_add(slack) < play)
+            {
+                self.needed_recovery_at = Some(now);
+            }
+            if !due(self.asked.get(&seq)) || !reachable(&self.jitter, p.header.capture_us) {
+                continue;
+            }
+            let runs: Vec<(u16, u16)> = p.missing_runs().collect();
+            for &(first, count) in &runs {
+                entries.push(NackEntry { seq, first, count });
+            }
+            asked_now.push((seq, runs, false));
+        }
+        // Frames of which nothing arrived, between what plays next and the newest seen (at
+        // most 256 of them: a sender does not skip more, and a forged number costs nothing).
+        let top = self.next_seq_seen.min(next_play.saturating_add(256));
+        for seq in next_play..top {
+            if self.reassembler.is_partial(seq)
+                || self.reassembler.is_done(seq)
+                || self.captures.contains_key(&seq)
+            {
+                continue;
+            }
+            match self.asked.get(&seq) {
+                None => {
+                    // Noticed now; asked for once it has been missing for the wait.
+                    self.asked.insert(
+                        seq,
+                        Asked {
+                            at: now,
+                            tries: 0,
+                            runs: Vec::new(),
+                            whole: true,
+                        },
+                    );
+                    continue;
+                }
+                Some(a) if a.tries == 0 && now < a.at + wait => continue,
+                Some(a) if a.tries > 0 && !due(Some(a)) => continue,
+                Some(_) => {}
+            }
+            // It plays no later than the next frame seen after it.
+            let Some((_, &capture)) = self.captures.range(seq..).next() else {
+                continue;
+            };
+            if self
+                .jitter
+                .playout_with_allowance_us(capture, allowance)
+                .is_some_and(|play| now_us.saturating_add(slack) < play)
+            {
+                self.needed_recovery_at = Some(now);
+            }
+            if !reachable(&self.jitter, capture) {
+                continue;
+            }
+            entries.push(NackEntry {
+                seq,
+                first: 0,
+                count: 0,
+            });
+            asked_now.push((seq, Vec::new(), true));
+        }
+        for (seq, runs, whole) in asked_now {
+            let a = self.asked.entry(seq).or_insert(Asked {
+                at: now,
+                tries: 0,
+                runs: Vec::new(),
+                whole,
+            });
+            a.at = now;
+            a.tries += 1;
+            a.whole = whole;
+            if !whole {
+                a.runs = runs;
+            }
+        }
+        while self.asked.len() > MAX_ASKED {
+            self.asked.pop_first();
+        }
+        for chunk in entries.chunks(MAX_NACK_ENTRIES) {
+            self.stats.nack_entries += chunk.len() as u64;
+            let msg = ControlMessage::Nack(Nack {
+                entries: chunk.to_vec(),
+            });
+            if queue_control(&mut self.out, &msg, false) {
+                self.stats.nacks_sent += 1;
+            } else {
+                self.stats.control_backlog_drops += 1;
             }
         }
     }
@@ -748,6 +996,8 @@ impl ReceiverSession {
             fragments_missing: loss.missing,
             loss_runs: loss.runs,
             fec_recovered: st.fec_recovered,
+            nack_entries: st.nack_entries,
+            retransmit_recovered: st.retransmit_recovered,
         };
         if !queue_control(&mut self.out, &ControlMessage::Report(r), false) {
             self.stats.control_backlog_drops += 1;
@@ -848,6 +1098,8 @@ impl ReceiverSession {
                 parity_received: st.fec.parity_received,
                 parity_unneeded: st.fec.parity_unneeded,
                 fec_decodes: st.fec.decodes,
+                retransmit_requests: st.nack_entries,
+                retransmitted: st.retransmit_recovered,
                 loss_before_recovery: fraction(loss.missing, loss.expected),
                 loss_after_recovery: fraction(st.frames_lost, frames_due),
                 ..Default::default()
@@ -875,6 +1127,8 @@ mod tests {
         played: Vec<PlayedFrame>,
         delay: Duration,
         in_flight: Vec<(Instant, Bytes)>,
+        ctl_to_rx: Vec<(Instant, Bytes)>,
+        ctl_to_tx: Vec<(Instant, Bytes)>,
         drop: DropFn,
     }
 
@@ -897,6 +1151,8 @@ mod tests {
                 played: Vec::new(),
                 delay,
                 in_flight: Vec::new(),
+                ctl_to_rx: Vec::new(),
+                ctl_to_tx: Vec::new(),
                 drop: Box::new(|_| false),
             }
         }
@@ -904,10 +1160,19 @@ mod tests {
         /// Moves everything that is ready, then advances time by `step`.
         fn step(&mut self, step: Duration) {
             let now = self.now;
+            // Control bytes take the path's delay too (so pings measure its round trip).
             if let Some(c) = self.tx.poll_control() {
-                self.rx.handle_control(now, &c);
+                self.ctl_to_rx.push((now + self.delay, c));
             }
             if let Some(c) = self.rx.poll_control() {
+                self.ctl_to_tx.push((now + self.delay, c));
+            }
+            while self.ctl_to_rx.first().is_some_and(|(at, _)| *at <= now) {
+                let (_, c) = self.ctl_to_rx.remove(0);
+                self.rx.handle_control(now, &c);
+            }
+            while self.ctl_to_tx.first().is_some_and(|(at, _)| *at <= now) {
+                let (_, c) = self.ctl_to_tx.remove(0);
                 self.tx.handle_control(now, &c);
             }
             while let Some(d) = self.tx.poll_datagram(now, 1200) {
@@ -1025,13 +1290,19 @@ mod tests {
         })
     }
 
+    /// A pair with `fec` and without retransmission (so that what FEC does is seen alone).
     fn fec_pair(fec: crate::fec::FecMode) -> Pair {
         let tx = SenderConfig {
             compress: crate::compress::CompressLevel::Off,
             fec,
+            nack: false,
             ..Default::default()
         };
-        Pair::with_sender(tx, fixed(80), Duration::from_millis(10))
+        let rx = ReceiverConfig {
+            nack: false,
+            ..fixed(80)
+        };
+        Pair::with_sender(tx, rx, Duration::from_millis(10))
     }
 
     #[test]
@@ -1105,6 +1376,92 @@ mod tests {
         let r = p.rx.report(p.now);
         assert!(r.recovery.fec_recovered >= 15, "{:?}", r.recovery);
         assert!(r.frames.lost <= 6, "{:?}", r.frames);
+    }
+
+    /// Loses the first copy of every `n`th fragment datagram; copies sent again get through.
+    fn every_nth_original(n: u64) -> DropFn {
+        let mut seen = std::collections::HashSet::new();
+        let mut i = 0u64;
+        Box::new(move |d: &[u8]| {
+            if d[1] != crate::wire::datagram::TYPE_FRAGMENT || !seen.insert(d.to_vec()) {
+                return false;
+            }
+            i += 1;
+            i.is_multiple_of(n)
+        })
+    }
+
+    fn nack_pair(rx: ReceiverConfig) -> Pair {
+        let tx = SenderConfig {
+            compress: crate::compress::CompressLevel::Off,
+            fec: crate::fec::FecMode::Off,
+            ..Default::default()
+        };
+        Pair::with_sender(tx, rx, Duration::from_millis(10))
+    }
+
+    #[test]
+    fn lost_fragments_are_asked_for_and_arrive_in_time() {
+        let mut p = nack_pair(fixed(150));
+        p.drop = every_nth_original(7);
+        stream(&mut p, 60, 5000);
+        let (rx, tx) = (p.rx.report(p.now), p.tx.report(p.now));
+        assert_eq!(
+            (rx.frames.played, rx.frames.lost, rx.frames.late),
+            (60, 0, 0)
+        );
+        assert!(rx.recovery.retransmitted >= 40, "{:?}", rx.recovery);
+        assert!(rx.recovery.retransmit_requests > 0);
+        assert!(tx.recovery.retransmitted >= rx.recovery.retransmitted);
+        assert_eq!(tx.recovery.refused, Default::default(), "nothing refused");
+        for (i, f) in p.played.iter().enumerate() {
+            assert_eq!(f.frame.seq, i as u64);
+            assert_eq!(f.frame.data, Bytes::from(vec![b'a'; 5000]));
+        }
+        // Loss before recovery counts the fragments that needed asking for.
+        let loss = rx.recovery.loss_before_recovery;
+        assert!((0.12..0.16).contains(&loss), "loss before recovery {loss}");
+    }
+
+    #[test]
+    fn nothing_is_asked_for_that_cannot_arrive_in_time() {
+        // 10 ms each way, frames play 25 ms after capture: a request and its answer take a
+        // 20 ms round trip after a 5 ms wait, too late for any frame.
+        let mut p = nack_pair(fixed(25));
+        p.drop = every_nth_original(7);
+        stream(&mut p, 60, 5000);
+        let rx = p.rx.report(p.now);
+        assert_eq!(rx.recovery.retransmit_requests, 0);
+        assert!(rx.frames.lost >= 30, "{:?}", rx.frames);
+        // And with retransmission off, nothing is asked for either, whatever the delay.
+        let mut off = nack_pair(ReceiverConfig {
+            nack: false,
+            ..fixed(150)
+        });
+        off.drop = every_nth_original(7);
+        stream(&mut off, 60, 5000);
+        assert_eq!(off.rx.report(off.now).recovery.retransmit_requests, 0);
+    }
+
+    #[test]
+    fn adaptive_playout_makes_room_for_retransmission_only_under_loss() {
+        let adaptive = ReceiverConfig::default();
+        let mut clean = nack_pair(adaptive.clone());
+        stream(&mut clean, 90, 5000);
+        let mut lossy = nack_pair(adaptive);
+        lossy.drop = every_nth_original(7);
+        stream(&mut lossy, 90, 5000);
+        let target = |p: &Pair| p.rx.report(p.now).jitter_buffer.unwrap().target_delay_us;
+        let (t_clean, t_lossy) = (target(&clean), target(&lossy));
+        // One-way 10 ms: the clean target stays near it; under loss it adds a round trip
+        // (20 ms) and the waits.
+        assert!(t_clean < 25_000, "clean target {t_clean}");
+        assert!(
+            t_lossy > t_clean + 20_000,
+            "lossy target {t_lossy} vs {t_clean}"
+        );
+        let r = lossy.rx.report(lossy.now);
+        assert!(r.frames.played >= 85, "{:?}", r.frames);
     }
 
     #[test]

@@ -21,10 +21,11 @@ use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
 use crate::packetize::{Fragments, WireFrame};
+use crate::retransmit::{RetransmitStats, RetransmitStore};
 use crate::source::SourceFrame;
 use crate::stats::report::{
     ByteReport, ControlDrops, DatagramReport, FrameReport, LatencyReport, RecoveryReport,
-    SenderDrops, SessionReport,
+    RefusedRequests, SenderDrops, SessionReport,
 };
 use crate::stats::{LatencyHistogram, LatencySummary};
 use crate::timer::{Timer, Timers};
@@ -34,6 +35,9 @@ use crate::wire::control::{
 use crate::wire::datagram::FrameFlags;
 use crate::wire::parity::PARITY_HEADER_LEN;
 use crate::wire::{CloseCode, VERSION};
+
+/// Longest a sent datagram is kept for retransmission after its frame's capture.
+const MAX_RETRANSMIT_HORIZON: Duration = Duration::from_secs(2);
 
 /// How long parity stays off once it was seen to repair nothing.
 const FEC_SUSPENSION: Duration = Duration::from_secs(5);
@@ -46,6 +50,11 @@ pub struct SenderConfig {
     pub compress: CompressLevel,
     /// Forward error correction.
     pub fec: FecMode,
+    /// Answer the receiver's retransmission requests (keeping sent datagrams until their
+    /// frames can no longer play).
+    pub nack: bool,
+    /// Bytes of sent datagrams kept for retransmission at most.
+    pub retransmit_bytes: usize,
     /// A frame not completely handed to QUIC this long after capture is dropped.
     pub deadline: Duration,
     /// Frames queued at most (oldest dropped first).
@@ -65,6 +74,8 @@ impl Default for SenderConfig {
         Self {
             compress: CompressLevel::Fast,
             fec: FecMode::default(),
+            nack: true,
+            retransmit_bytes: 8 << 20,
             deadline: Duration::from_millis(500),
             max_queue_frames: 1024,
             max_queue_bytes: 32 << 20,
@@ -152,6 +163,10 @@ pub struct SenderStats {
     pub control_backlog_drops: u64,
     /// FEC counters.
     pub fec: FecEncoderStats,
+    /// Retransmission counters.
+    pub retransmit: RetransmitStats,
+    /// Retransmission requests ignored (`nack` off).
+    pub nack_ignored: u64,
 }
 
 #[derive(Debug)]
@@ -187,6 +202,7 @@ pub struct SenderSession {
     end: Option<End>,
     compressor: Compressor,
     fec: FecEncoder,
+    retx: RetransmitStore,
     /// The report the loss estimate was last taken from.
     loss_mark: Option<Report>,
     /// The report (and parity count) parity's effect was last checked against.
@@ -213,6 +229,7 @@ impl SenderSession {
         let mut s = Self {
             compressor: Compressor::new(cfg.compress),
             fec: FecEncoder::new(cfg.fec),
+            retx: RetransmitStore::new(cfg.retransmit_bytes),
             loss_mark: None,
             fec_mark: None,
             fec_failures: 0,
@@ -251,6 +268,7 @@ impl SenderSession {
         let mut st = self.stats;
         st.compression = self.compressor.stats();
         st.fec = self.fec.stats();
+        st.retransmit = self.retx.stats();
         st.dropped = st.dropped.with_total();
         st
     }
@@ -394,7 +412,7 @@ impl SenderSession {
 
     /// Whether a datagram is ready to be polled (the head frame has fragments left).
     pub fn has_datagram(&self) -> bool {
-        !self.queue.is_empty() || self.fec.pending() > 0
+        !self.queue.is_empty() || self.fec.pending() > 0 || self.retx.pending() > 0
     }
 
     /// The next datagram to send, of at most `max_size` bytes (the connection's current maximum
@@ -411,6 +429,19 @@ impl SenderSession {
     pub fn poll_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
         self.expire(now);
         self.fec.handle_timeout(now);
+        // What the receiver asked for again is the most urgent.
+        while let Some((data, deadline)) = self.retx.poll(now) {
+            if data.len() > max_size {
+                continue;
+            }
+            self.stats.datagrams += 1;
+            self.stats.bytes_datagrams += data.len() as u64;
+            return Some(Outgoing {
+                data,
+                deadline,
+                last_of_frame: false,
+            });
+        }
         // Parity of a frame already sent goes before the next frame.
         while let Some((data, deadline)) = self.fec.poll(now) {
             if data.len() > max_size {
@@ -480,8 +511,20 @@ impl SenderSession {
         self.stats.bytes_datagrams += d.len() as u64;
         let last_of_frame = frags.remaining() == 0;
         let count = Fragments::count(frags);
+        let index = count - frags.remaining() - 1;
+        let seq = self.next_seq - 1;
         self.fec
-            .on_datagram(now, self.next_seq - 1, count, &d, last_of_frame, deadline);
+            .on_datagram(now, seq, count, &d, last_of_frame, deadline);
+        if self.cfg.nack {
+            // Worth sending again until the frame plays: the receiver's playout delay, once
+            // it has said it, else the sending deadline.
+            let horizon = match self.last_report.map(|r| r.target_delay_us) {
+                Some(us) if us > 0 => Duration::from_micros(us).min(MAX_RETRANSMIT_HORIZON),
+                _ => self.cfg.deadline,
+            };
+            let expires = front.capture + horizon;
+            self.retx.on_sent(seq, index, count, &d, expires);
+        }
         if last_of_frame && let Some(q) = self.queue.pop_front() {
             self.queued_bytes -= q.body.len();
             self.stats.frames_completed += 1;
@@ -579,6 +622,13 @@ impl SenderSession {
                     self.send_goodbye(now);
                 }
                 self.done(now, End::Complete);
+            }
+            ControlMessage::Nack(n) => {
+                if self.cfg.nack {
+                    self.retx.on_nack(now, self.next_seq, &n.entries);
+                } else {
+                    self.stats.nack_ignored += n.entries.len() as u64;
+                }
             }
             ControlMessage::Pong(_) => self.stats.control_errors.unexpected += 1,
         }
@@ -708,6 +758,7 @@ impl SenderSession {
         self.queue.clear();
         self.queued_bytes = 0;
         self.fec.clear();
+        self.retx.clear();
     }
 
     fn send_goodbye(&mut self, now: Instant) {
@@ -775,6 +826,7 @@ impl SenderSession {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
         self.fec.handle_timeout(now);
+        self.retx.prune(now);
         while let Some(t) = self.timers.take_expired(now) {
             if t == Timer::Close {
                 self.done(now, End::Timeout);
@@ -858,6 +910,12 @@ impl SenderSession {
                 loss_before_recovery: self
                     .last_report
                     .map_or(0.0, |r| fraction(r.fragments_missing, r.fragments_expected)),
+                retransmit_requests: st.retransmit.requests + st.nack_ignored,
+                retransmitted: st.retransmit.retransmitted,
+                refused: RefusedRequests {
+                    ignored: st.nack_ignored,
+                    ..st.retransmit.refused
+                },
                 ..Default::default()
             },
             quic: Default::default(),

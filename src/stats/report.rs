@@ -50,6 +50,19 @@ pub struct SessionReport {
     pub quic: QuicReport,
 }
 
+/// Retransmission requests a sender refused, by reason (see [`RecoveryReport::refused`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusedRequests {
+    /// Frames never sent, or fragment indexes the frame does not have.
+    pub invalid: u64,
+    /// Frames past their deadline or no longer kept.
+    pub expired: u64,
+    /// Over the retransmission budget, or asked for too often.
+    pub throttled: u64,
+    /// Retransmission is off at the sender.
+    pub ignored: u64,
+}
+
 /// Loss recovery. The sender fills what it sent, the receiver what it received and restored.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RecoveryReport {
@@ -67,6 +80,18 @@ pub struct RecoveryReport {
     pub parity_unneeded: u64,
     /// Groups decoded (receiver).
     pub fec_decodes: u64,
+    /// Retransmission requests (NACK entries: a run of fragments, or a whole frame) the
+    /// receiver sent / the sender received.
+    pub retransmit_requests: u64,
+    /// Fragments sent again (sender) / that arrived after being asked for and were used
+    /// (receiver).
+    pub retransmitted: u64,
+    /// Requests the sender refused, by reason: for frames never sent or fragments that do
+    /// not exist (`invalid`), already past their deadline or forgotten (`expired`), over the
+    /// retransmission budget or asked for too often (`throttled`), or with `--nack off`
+    /// (`ignored`).
+    #[serde(default)]
+    pub refused: RefusedRequests,
     /// Parity bytes / fragment bytes sent (sender).
     pub fec_overhead_ratio: f64,
     /// Fraction of fragments that did not arrive by themselves (receiver: measured; sender:

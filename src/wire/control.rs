@@ -23,6 +23,10 @@ const T_PONG: u8 = 0x03;
 const T_REPORT: u8 = 0x04;
 const T_GOODBYE: u8 = 0x05;
 const T_SUMMARY: u8 = 0x06;
+const T_NACK: u8 = 0x07;
+
+/// Most entries one NACK message carries.
+pub const MAX_NACK_ENTRIES: usize = 64;
 
 const P_CLOCK_US: u16 = 0x0001;
 const P_MAX_FRAME_BYTES: u16 = 0x0002;
@@ -140,6 +144,10 @@ counter_message! {
         loss_runs = 0x000e,
         /// Fragments restored by FEC and used.
         fec_recovered = 0x000f,
+        /// Retransmission requests sent (NACK entries).
+        nack_entries = 0x0010,
+        /// Fragments asked for again that then arrived and were used.
+        retransmit_recovered = 0x0011,
     }
 }
 
@@ -239,6 +247,24 @@ pub struct Summary {
     pub end_to_end: WireLatency,
 }
 
+/// Fragments the receiver asks the sender to send again (receiver → sender).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NackEntry {
+    /// The frame.
+    pub seq: u64,
+    /// First fragment index asked for.
+    pub first: u16,
+    /// Fragments asked for from `first` on; 0: the whole frame (nothing of it arrived).
+    pub count: u16,
+}
+
+/// A retransmission request: up to [`MAX_NACK_ENTRIES`] entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nack {
+    /// What is asked for.
+    pub entries: Vec<NackEntry>,
+}
+
 /// A decoded control message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlMessage {
@@ -254,6 +280,8 @@ pub enum ControlMessage {
     Goodbye(Goodbye),
     /// See [`Summary`].
     Summary(Summary),
+    /// See [`Nack`].
+    Nack(Nack),
 }
 
 /// What was wrong with a control message. The decoder stays in sync after every one of these:
@@ -316,6 +344,15 @@ impl ControlMessage {
                 m.jitter_buffer.encode(out);
                 m.end_to_end.encode(out);
             }
+            Self::Nack(n) => {
+                let entries = &n.entries[..n.entries.len().min(MAX_NACK_ENTRIES)];
+                out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+                for e in entries {
+                    out.extend_from_slice(&e.seq.to_be_bytes());
+                    out.extend_from_slice(&e.first.to_be_bytes());
+                    out.extend_from_slice(&e.count.to_be_bytes());
+                }
+            }
         }
         let body_len = out.len() - start - MESSAGE_HEADER_LEN;
         debug_assert!(body_len <= MAX_BODY_LEN, "rtq's own messages are small");
@@ -338,6 +375,7 @@ impl ControlMessage {
             Self::Report(_) => T_REPORT,
             Self::Goodbye(_) => T_GOODBYE,
             Self::Summary(_) => T_SUMMARY,
+            Self::Nack(_) => T_NACK,
         }
     }
 
@@ -376,6 +414,23 @@ impl ControlMessage {
                     end_to_end: one()?,
                 };
                 Ok(Self::Summary(m))
+            }
+            T_NACK => {
+                let bad = || ControlError::Malformed("nack");
+                let mut r = Reader::new(body);
+                let n = usize::from(r.u16().ok_or_else(bad)?);
+                if n == 0 || n > MAX_NACK_ENTRIES || r.remaining() != n * 12 {
+                    return Err(bad());
+                }
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(NackEntry {
+                        seq: r.u64().ok_or_else(bad)?,
+                        first: r.u16().ok_or_else(bad)?,
+                        count: r.u16().ok_or_else(bad)?,
+                    });
+                }
+                Ok(Self::Nack(Nack { entries }))
             }
             other => Err(ControlError::UnknownType(other)),
         }
@@ -577,6 +632,20 @@ mod tests {
                 frames_lost: 2,
                 ..Default::default()
             }),
+            ControlMessage::Nack(Nack {
+                entries: vec![
+                    NackEntry {
+                        seq: 41,
+                        first: 2,
+                        count: 3,
+                    },
+                    NackEntry {
+                        seq: 43,
+                        first: 0,
+                        count: 0,
+                    },
+                ],
+            }),
             ControlMessage::Summary(Summary {
                 end_to_end: WireLatency {
                     count: 9,
@@ -695,6 +764,39 @@ mod tests {
             ControlMessage::decode(T_REPORT, &[0, 1, 0, 2, 1, 2]),
             Err(ControlError::Malformed("u64 parameter"))
         );
+    }
+
+    #[test]
+    fn nacks_have_between_one_and_64_entries_of_12_bytes() {
+        let entry = |seq| NackEntry {
+            seq,
+            first: 0,
+            count: 1,
+        };
+        let many = Nack {
+            entries: (0..100).map(entry).collect(),
+        };
+        let bytes = ControlMessage::Nack(many).to_bytes();
+        assert_eq!(
+            bytes.len(),
+            MESSAGE_HEADER_LEN + 2 + MAX_NACK_ENTRIES * 12,
+            "cut at 64"
+        );
+        let Ok(ControlMessage::Nack(n)) = ControlMessage::decode(T_NACK, &bytes[3..]) else {
+            panic!("nack")
+        };
+        assert_eq!(n.entries.len(), MAX_NACK_ENTRIES);
+        for bad in [
+            &[0u8, 0][..],
+            &[0, 1, 0, 0],
+            &[0, 65],
+            &bytes[3..bytes.len() - 1],
+        ] {
+            assert_eq!(
+                ControlMessage::decode(T_NACK, bad),
+                Err(ControlError::Malformed("nack"))
+            );
+        }
     }
 
     #[test]

@@ -14,8 +14,8 @@ pub mod datagram;
 pub mod parity;
 
 pub use control::{
-    ControlDecoder, ControlError, ControlMessage, Goodbye, Hello, Ping, Pong, Report, Role,
-    Summary, WireLatency,
+    ControlDecoder, ControlError, ControlMessage, Goodbye, Hello, Nack, NackEntry, Ping, Pong,
+    Report, Role, Summary, WireLatency,
 };
 pub use datagram::{DatagramError, FragmentHeader, FrameFlags};
 

@@ -1,0 +1,337 @@
+//! The sender's side of retransmission: the datagrams of recently sent frames, kept until
+//! their frame can no longer play, and the answer to the receiver's requests (NACKs).
+//!
+//! Every request costs bounded work and memory: a NACK has at most 64 entries, each is clipped
+//! to the fragments its frame has, a frame is sent again at most [`MAX_RESENDS`] times, and
+//! retransmissions draw on a budget that grows by half the bytes of every original datagram —
+//! a receiver cannot make the sender send more than 1.5× its stream, nor flood it with work.
+//! Refusals are counted by reason.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::stats::report::RefusedRequests;
+use crate::wire::control::NackEntry;
+
+/// Times one frame is sent again at most.
+pub const MAX_RESENDS: u8 = 3;
+/// Datagrams waiting to be sent again at most.
+pub const MAX_QUEUED: usize = 1024;
+/// Retransmission budget at the start and its ceiling, bytes.
+const BUDGET_START: f64 = 64.0 * 1024.0;
+const BUDGET_MAX: f64 = 1024.0 * 1024.0;
+/// Share of each original datagram's bytes added to the budget.
+const BUDGET_SHARE: f64 = 0.5;
+
+/// What the store counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetransmitStats {
+    /// Request entries received.
+    pub requests: u64,
+    /// Datagrams queued to be sent again.
+    pub retransmitted: u64,
+    /// Entries (or fragments) refused, by reason.
+    pub refused: RefusedRequests,
+}
+
+#[derive(Debug)]
+struct Kept {
+    datagrams: Vec<Option<Bytes>>,
+    expires: Instant,
+    resends: u8,
+    bytes: usize,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct RetransmitStore {
+    frames: BTreeMap<u64, Kept>,
+    bytes: usize,
+    max_bytes: usize,
+    budget: f64,
+    queue: VecDeque<(Bytes, Instant)>,
+    stats: RetransmitStats,
+}
+
+impl RetransmitStore {
+    /// A store keeping at most `max_bytes` of datagrams.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            frames: BTreeMap::new(),
+            bytes: 0,
+            max_bytes,
+            budget: BUDGET_START,
+            queue: VecDeque::new(),
+            stats: RetransmitStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> RetransmitStats {
+        self.stats
+    }
+
+    /// Bytes of datagrams kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Datagrams waiting to be sent again.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Fragment `index` of `count` of frame `seq` went out (for the first time); it is worth
+    /// sending again until `expires`.
+    pub fn on_sent(&mut self, seq: u64, index: u16, count: u16, d: &Bytes, expires: Instant) {
+        self.budget = (self.budget + BUDGET_SHARE * d.len() as f64).min(BUDGET_MAX);
+        let kept = self.frames.entry(seq).or_insert_with(|| Kept {
+            datagrams: vec![None; usize::from(count)],
+            expires,
+            resends: 0,
+            bytes: 0,
+        });
+        if kept.datagrams.len() != usize::from(count) {
+            // Re-cut part-way: the earlier cut's datagrams are not what is on the wire now.
+            self.bytes -= kept.bytes;
+            *kept = Kept {
+                datagrams: vec![None; usize::from(count)],
+                expires,
+                resends: 0,
+                bytes: 0,
+            };
+        }
+        if let Some(slot) = kept.datagrams.get_mut(usize::from(index))
+            && slot.is_none()
+        {
+            kept.bytes += d.len();
+            self.bytes += d.len();
+            *slot = Some(d.clone());
+        }
+        while self.bytes > self.max_bytes {
+            let Some((_, k)) = self.frames.pop_first() else {
+                break;
+            };
+            self.bytes -= k.bytes;
+        }
+    }
+
+    /// Forgets frames that can no longer play.
+    pub fn prune(&mut self, now: Instant) {
+        while let Some((_, k)) = self.frames.first_key_value() {
+            if k.expires > now {
+                break;
+            }
+            if let Some((_, k)) = self.frames.pop_first() {
+                self.bytes -= k.bytes;
+            }
+        }
+    }
+
+    /// The receiver asks for `entries`; `next_seq` is the next frame number the sender would
+    /// give (anything at or above it was never sent).
+    pub fn on_nack(&mut self, now: Instant, next_seq: u64, entries: &[NackEntry]) {
+        self.prune(now);
+        for e in entries {
+            self.stats.requests += 1;
+            if e.seq >= next_seq {
+                self.stats.refused.invalid += 1;
+                continue;
+            }
+            let Some(kept) = self.frames.get_mut(&e.seq) else {
+                self.stats.refused.expired += 1;
+                continue;
+            };
+            if kept.expires <= now {
+                self.stats.refused.expired += 1;
+                continue;
+            }
+            let count = kept.datagrams.len();
+            let (first, n) = if e.count == 0 {
+                (0, count)
+            } else {
+                (usize::from(e.first), usize::from(e.count))
+            };
+            if first >= count {
+                self.stats.refused.invalid += 1;
+                continue;
+            }
+            if kept.resends >= MAX_RESENDS {
+                self.stats.refused.throttled += 1;
+                continue;
+            }
+            kept.resends += 1;
+            let end = first.saturating_add(n).min(count);
+            for d in kept.datagrams[first..end].iter().flatten() {
+                if self.queue.len() >= MAX_QUEUED || self.budget < d.len() as f64 {
+                    self.stats.refused.throttled += 1;
+                    break;
+                }
+                self.budget -= d.len() as f64;
+                self.stats.retransmitted += 1;
+                self.queue.push_back((d.clone(), kept.expires));
+            }
+        }
+    }
+
+    /// The next datagram to send again, with the instant after which it is useless; those
+    /// already useless are dropped (counted expired).
+    pub fn poll(&mut self, now: Instant) -> Option<(Bytes, Instant)> {
+        while let Some((d, expires)) = self.queue.pop_front() {
+            if expires > now {
+                return Some((d, expires));
+            }
+            self.stats.refused.expired += 1;
+        }
+        None
+    }
+
+    /// Forgets everything (the session is ending).
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.queue.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    fn d(seq: u64, index: u16) -> Bytes {
+        Bytes::from(vec![seq as u8 ^ index as u8; 1000])
+    }
+
+    fn store_with(frames: u64, count: u16, t0: Instant) -> RetransmitStore {
+        let mut s = RetransmitStore::new(1 << 20);
+        for seq in 0..frames {
+            for i in 0..count {
+                s.on_sent(seq, i, count, &d(seq, i), t0 + Duration::from_millis(200));
+            }
+        }
+        s
+    }
+
+    fn drain(s: &mut RetransmitStore, now: Instant) -> Vec<Bytes> {
+        std::iter::from_fn(|| s.poll(now).map(|(d, _)| d)).collect()
+    }
+
+    #[test]
+    fn sends_again_what_is_asked_for_while_it_can_still_play() {
+        let t0 = crate::test_instant();
+        let mut s = store_with(5, 4, t0);
+        let now = t0 + Duration::from_millis(50);
+        s.on_nack(
+            now,
+            5,
+            &[
+                NackEntry {
+                    seq: 2,
+                    first: 1,
+                    count: 2,
+                },
+                NackEntry {
+                    seq: 4,
+                    first: 0,
+                    count: 0,
+                },
+            ],
+        );
+        assert_eq!(
+            drain(&mut s, now),
+            vec![d(2, 1), d(2, 2), d(4, 0), d(4, 1), d(4, 2), d(4, 3)]
+        );
+        // Too late: the frames can no longer play.
+        let late = t0 + Duration::from_millis(300);
+        s.on_nack(
+            late,
+            5,
+            &[NackEntry {
+                seq: 3,
+                first: 0,
+                count: 1,
+            }],
+        );
+        assert!(drain(&mut s, late).is_empty());
+        assert_eq!(s.stats().refused.expired, 1);
+        assert_eq!(s.bytes(), 0, "expired frames are forgotten");
+    }
+
+    #[test]
+    fn absurd_requests_are_refused_and_counted() {
+        let t0 = crate::test_instant();
+        let mut s = store_with(3, 2, t0);
+        s.on_nack(
+            t0,
+            3,
+            &[
+                NackEntry {
+                    seq: 7,
+                    first: 0,
+                    count: 1,
+                }, // never sent
+                NackEntry {
+                    seq: u64::MAX,
+                    first: 0,
+                    count: 0,
+                }, // never sent
+                NackEntry {
+                    seq: 1,
+                    first: 9,
+                    count: 1,
+                }, // no such fragment
+                NackEntry {
+                    seq: 1,
+                    first: 1,
+                    count: u16::MAX,
+                }, // clipped to the frame
+            ],
+        );
+        assert_eq!(drain(&mut s, t0), vec![d(1, 1)]);
+        let st = s.stats();
+        assert_eq!(
+            (st.requests, st.refused.invalid, st.retransmitted),
+            (4, 3, 1)
+        );
+    }
+
+    #[test]
+    fn floods_are_throttled() {
+        let t0 = crate::test_instant();
+        let mut s = store_with(50, 10, t0);
+        let all: Vec<NackEntry> = (0..50)
+            .map(|seq| NackEntry {
+                seq,
+                first: 0,
+                count: 0,
+            })
+            .collect();
+        for _ in 0..20 {
+            s.on_nack(t0, 50, &all);
+        }
+        let st = s.stats();
+        // 500 kB sent: a budget of 64 kB + half of it, and at most 3 resends of a frame.
+        let sent_again = st.retransmitted as f64 * 1000.0;
+        assert!(sent_again <= 64.0 * 1024.0 + 250_000.0 + 1000.0, "{st:?}");
+        assert!(st.refused.throttled > 0);
+        assert!(s.pending() <= MAX_QUEUED);
+    }
+
+    proptest! {
+        #[test]
+        fn any_request_costs_bounded_work(entries in proptest::collection::vec((any::<u64>(), any::<u16>(), any::<u16>()), 0..64)) {
+            let t0 = crate::test_instant();
+            let mut s = store_with(20, 8, t0);
+            let entries: Vec<NackEntry> = entries.into_iter().map(|(seq, first, count)| NackEntry { seq: seq % 40, first, count }).collect();
+            s.on_nack(t0, 20, &entries);
+            prop_assert!(s.pending() <= MAX_QUEUED);
+            let st = s.stats();
+            prop_assert_eq!(st.requests, entries.len() as u64);
+            prop_assert!(st.retransmitted <= 20 * 8 * u64::from(MAX_RESENDS));
+        }
+    }
+}
