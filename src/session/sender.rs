@@ -356,11 +356,18 @@ impl SenderSession {
             None => frame.data,
         };
         self.stats.bytes_compressed += body.len() as u64;
-        // Make room: drop the oldest frames not yet started.
+        // Make room: drop the oldest delta frame not yet started, else the oldest frame not
+        // yet started (keyframes go last).
         while self.queue.len() >= self.cfg.max_queue_frames
             || self.queued_bytes + body.len() > self.cfg.max_queue_bytes
         {
-            let victim = self.queue.iter().position(|q| q.frags.is_none());
+            let unstarted = |q: &Queued| q.frags.is_none();
+            let delta = |q: &Queued| unstarted(q) && !q.flags.contains(FrameFlags::KEYFRAME);
+            let victim = self
+                .queue
+                .iter()
+                .position(delta)
+                .or_else(|| self.queue.iter().position(unstarted));
             match victim.and_then(|i| self.queue.remove(i)) {
                 Some(q) => {
                     self.queued_bytes -= q.body.len();
@@ -405,9 +412,41 @@ impl SenderSession {
                 debug!(started = q.frags.is_some(), "frame dropped at its deadline");
             }
         }
+        self.shed(now);
         if self.phase == Phase::Draining && self.queue.is_empty() {
             self.send_goodbye(now);
         }
+    }
+
+    /// Under congestion — the head of the queue has waited more than half its deadline — the
+    /// delta frames not yet started that wait before a queued keyframe are dropped
+    /// (`superseded`): the keyframe makes them moot, and it goes out sooner without them.
+    fn shed(&mut self, now: Instant) {
+        let Some(head) = self.queue.front() else {
+            return;
+        };
+        if now.saturating_duration_since(head.capture) <= self.cfg.deadline / 2 {
+            return;
+        }
+        let Some(key) = self
+            .queue
+            .iter()
+            .rposition(|q| q.flags.contains(FrameFlags::KEYFRAME))
+        else {
+            return;
+        };
+        let mut i = 0;
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        while let Some(q) = self.queue.pop_front() {
+            if i < key && q.frags.is_none() && !q.flags.contains(FrameFlags::KEYFRAME) {
+                self.queued_bytes -= q.body.len();
+                self.stats.dropped.superseded += 1;
+            } else {
+                kept.push_back(q);
+            }
+            i += 1;
+        }
+        self.queue = kept;
     }
 
     /// Whether a datagram is ready to be polled (the head frame has fragments left).
@@ -1119,6 +1158,68 @@ mod tests {
         assert_eq!(s.queued_frames(), 3);
         assert_eq!(s.stats().dropped.queue_full, 2);
         assert_eq!(s.stats().frames_sent, 5);
+    }
+
+    fn keyframe(capture: Instant, len: usize) -> SourceFrame {
+        SourceFrame {
+            keyframe: true,
+            ..frame(capture, len)
+        }
+    }
+
+    #[test]
+    fn a_full_queue_sheds_delta_frames_before_keyframes() {
+        let t0 = crate::test_instant();
+        let cfg = SenderConfig {
+            max_queue_frames: 3,
+            compress: CompressLevel::Off,
+            ..Default::default()
+        };
+        let mut s = SenderSession::new(cfg, ClockAnchor::new(t0, 0), t0);
+        s.push_frame(t0, keyframe(t0, 10)).unwrap();
+        for _ in 0..4 {
+            s.push_frame(t0, frame(t0, 10)).unwrap();
+        }
+        assert_eq!(s.stats().dropped.queue_full, 2);
+        assert_eq!(
+            s.queue
+                .front()
+                .map(|q| q.flags.contains(FrameFlags::KEYFRAME)),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn under_congestion_delta_frames_before_a_keyframe_are_superseded() {
+        let t0 = crate::test_instant();
+        let cfg = SenderConfig {
+            compress: CompressLevel::Off,
+            deadline: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let mut s = SenderSession::new(cfg, ClockAnchor::new(t0, 0), t0);
+        let ms = Duration::from_millis;
+        for i in 0..6 {
+            s.push_frame(t0 + ms(i * 33), frame(t0 + ms(i * 33), 10))
+                .unwrap();
+        }
+        s.push_frame(t0 + ms(200), keyframe(t0 + ms(200), 10))
+            .unwrap();
+        s.push_frame(t0 + ms(233), frame(t0 + ms(233), 10)).unwrap();
+        // Nothing could be sent for 200 ms: not congested yet by the rule (half the deadline).
+        s.handle_timeout(t0 + ms(240));
+        assert_eq!(s.stats().dropped.superseded, 0);
+        assert_eq!(s.queued_frames(), 8);
+        // At 260 ms the head has waited past 250 ms: the six deltas before the keyframe go.
+        s.handle_timeout(t0 + ms(260));
+        assert_eq!(s.stats().dropped.superseded, 6);
+        assert_eq!(s.queued_frames(), 2);
+        assert_eq!(s.stats().dropped.total, 6);
+        let (h, _) = FragmentHeader::parse(&s.poll_datagram(t0 + ms(260), 1200).unwrap()).unwrap();
+        assert!(
+            h.flags.contains(FrameFlags::KEYFRAME),
+            "the keyframe goes first"
+        );
     }
 
     #[test]

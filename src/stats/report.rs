@@ -138,6 +138,10 @@ pub struct SenderDrops {
     pub too_large: u64,
     /// Discarded from the queue at shutdown.
     pub shutdown: u64,
+    /// A delta frame shed under congestion: the queue was backing up and a keyframe waited
+    /// behind it (the keyframe makes it moot), so it went to let the keyframe out sooner.
+    #[serde(default)]
+    pub superseded: u64,
     /// All of the above.
     pub total: u64,
 }
@@ -145,7 +149,8 @@ pub struct SenderDrops {
 impl SenderDrops {
     /// Recomputes `total`.
     pub fn with_total(mut self) -> Self {
-        self.total = self.stale + self.queue_full + self.too_large + self.shutdown;
+        self.total =
+            self.stale + self.queue_full + self.too_large + self.shutdown + self.superseded;
         self
     }
 }

@@ -37,8 +37,15 @@ pub fn summary(title: &str, r: &SessionReport) -> String {
         Role::Sender => {
             let _ = writeln!(
                 out,
-                "  frames    sent {}  transmitted {}  dropped by sender {} (stale {}, queue full {}, too large {}, shutdown {})",
-                f.sent, f.transmitted, d.total, d.stale, d.queue_full, d.too_large, d.shutdown
+                "  frames    sent {}  transmitted {}  dropped by sender {} (stale {}, superseded {}, queue full {}, too large {}, shutdown {})",
+                f.sent,
+                f.transmitted,
+                d.total,
+                d.stale,
+                d.superseded,
+                d.queue_full,
+                d.too_large,
+                d.shutdown
             );
             let _ = writeln!(
                 out,
