@@ -27,6 +27,7 @@ pub mod jitter;
 pub mod loss;
 pub mod net;
 pub mod packetize;
+pub mod rate;
 pub mod reassemble;
 pub mod retransmit;
 pub mod session;

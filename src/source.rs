@@ -118,6 +118,8 @@ pub struct SyntheticSource {
     period_ns: f64,
     index: u64,
     rng: Xoshiro256PlusPlus,
+    /// A lower bit rate to produce (rate adaptation), video only.
+    target_bps: Option<u64>,
 }
 
 impl SyntheticSource {
@@ -130,6 +132,23 @@ impl SyntheticSource {
             period_ns,
             index: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            target_bps: None,
+        }
+    }
+
+    /// Produces at most `bps` from now on (a video source shrinks its frames; the others,
+    /// whose frames have a fixed size, are not affected). `None`: the configured rate.
+    pub fn set_target_bitrate(&mut self, bps: Option<u64>) {
+        self.target_bps = bps;
+    }
+
+    /// The bit rate the source produces now (video), bit/s.
+    pub fn bitrate(&self) -> Option<u64> {
+        match self.kind {
+            SourceKind::Video { bitrate, .. } => {
+                Some(self.target_bps.map_or(bitrate, |t| t.min(bitrate)))
+            }
+            _ => None,
         }
     }
 
@@ -171,6 +190,7 @@ impl SyntheticSource {
                 bitrate,
                 keyframe_interval,
             } => {
+                let bitrate = self.target_bps.map_or(bitrate, |t| t.min(bitrate).max(1));
                 let k = f64::from(keyframe_interval.max(1));
                 let avg = bitrate as f64 / 8.0 / fps;
                 let delta = avg * k / (k - 1.0 + KEYFRAME_RATIO);
@@ -248,6 +268,30 @@ mod tests {
             out.push(s.poll(due).unwrap());
         }
         out
+    }
+
+    #[test]
+    fn a_target_bitrate_shrinks_video_frames() {
+        let t0 = crate::test_instant();
+        let kind = SourceKind::default();
+        let bytes = |target: Option<u64>| {
+            let mut s = SyntheticSource::new(kind, 1, t0);
+            s.set_target_bitrate(target);
+            let mut total = 0;
+            for i in 0..300u64 {
+                let at = t0 + Duration::from_millis(i * 34);
+                total += s.poll(at).map_or(0, |f| f.data.len());
+            }
+            total as f64
+        };
+        let full = bytes(None);
+        let half = bytes(Some(1_000_000));
+        assert!((0.45..0.55).contains(&(half / full)), "{half} / {full}");
+        assert_eq!(
+            bytes(Some(5_000_000)),
+            full,
+            "never above the configured rate"
+        );
     }
 
     #[test]

@@ -210,6 +210,10 @@ pub struct SessionArgs {
     /// [default: on].
     #[arg(long, value_name = "on|off", help_heading = "Session")]
     pub nack: Option<String>,
+    /// Rate adaptation: the video source shrinks its frames when the path does not carry
+    /// its bit rate.
+    #[arg(long, help_heading = "Session")]
+    pub adapt: bool,
     /// Sender deadline [default: 500ms].
     #[arg(long, value_name = "DURATION", help_heading = "Session")]
     pub deadline: Option<Dur>,
@@ -343,6 +347,7 @@ impl SessionArgs {
                 compress: self.compress.clone(),
                 fec: self.fec.clone(),
                 nack: self.nack.clone(),
+                adapt: self.adapt.then_some(true),
                 deadline: self.deadline,
             },
             receiver: ReceiverSpec {

@@ -108,6 +108,10 @@ pub(crate) fn sender_config(scenario: &Scenario) -> SenderConfig {
         compress: scenario.compress,
         fec: scenario.fec,
         nack: scenario.nack,
+        adapt: match scenario.source {
+            rtq::source::SourceKind::Video { bitrate, .. } if scenario.adapt => Some(bitrate),
+            _ => None,
+        },
         deadline: scenario.deadline,
         ..Default::default()
     }

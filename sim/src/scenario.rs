@@ -98,6 +98,8 @@ pub struct SourceSpec {
     pub fec: Option<String>,
     /// Retransmission of lost fragments (`on` or `off`), at both ends.
     pub nack: Option<String>,
+    /// Rate adaptation of the video source.
+    pub adapt: Option<bool>,
     /// Sender deadline.
     pub deadline: Option<Dur>,
 }
@@ -145,6 +147,7 @@ impl SourceSpec {
             compress: other.compress.clone().or_else(|| self.compress.clone()),
             fec: other.fec.clone().or_else(|| self.fec.clone()),
             nack: other.nack.clone().or_else(|| self.nack.clone()),
+            adapt: other.adapt.or(self.adapt),
             deadline: other.deadline.or(self.deadline),
         }
     }
@@ -326,6 +329,11 @@ impl ScenarioFile {
             compress,
             fec,
             nack,
+            adapt: match (s.adapt.unwrap_or(false), &source) {
+                (false, _) => false,
+                (true, SourceKind::Video { .. }) => true,
+                (true, _) => return Err("source: adapt needs the video source".into()),
+            },
             deadline: s.deadline.map_or(Duration::from_millis(500), |d| d.0),
             jitter,
             max_delay: self
@@ -379,6 +387,8 @@ pub struct Scenario {
     pub fec: FecMode,
     /// Retransmission of lost fragments.
     pub nack: bool,
+    /// Rate adaptation of the video source.
+    pub adapt: bool,
     /// Sender deadline.
     #[serde(serialize_with = "ser_dur")]
     pub deadline: Duration,

@@ -93,3 +93,45 @@ fn fec_and_retransmission_together_play_nearly_everything_within_three_round_tri
     let p50 = both.receiver.latency_us.end_to_end.p50;
     assert!(p50 > rtt && p50 < 3 * rtt, "p50 {p50} µs, rtt {rtt} µs");
 }
+
+#[test]
+fn adaptation_shrinks_frames_to_fit_a_narrow_path_instead_of_queueing() {
+    // 2 Mbit/s of video into 1 Mbit/s with a deep (bufferbloated) queue.
+    let narrow = r#"delay = "20ms"
+        rate = "1Mbit"
+        queue = "400kB""#;
+    let fixed = run(&scenario("auto", "on", narrow)).report;
+    let mut s = scenario("auto", "on", narrow);
+    s.adapt = true;
+    let adapted = run(&s).report;
+    let rate = adapted.sender.rate.expect("rate report with adapt");
+    assert!(rate.cuts > 0);
+    assert!(
+        rate.lowest_bps < 1_000_000,
+        "the target went below the path's rate: {rate:?}"
+    );
+    assert!(fixed.sender.rate.is_none());
+    // The queue stops growing: the network delay of a typical frame is a fraction of what it
+    // is without adaptation, and so is the end-to-end tail (which still carries the queue
+    // built in the first second, before the first reports).
+    let net = |r: &rtq_sim::run::RunReport| r.receiver.latency_us.network.p50;
+    assert!(
+        net(&adapted) * 3 < net(&fixed),
+        "network p50 with adaptation {} µs vs without {} µs",
+        net(&adapted),
+        net(&fixed)
+    );
+    let e2e = |r: &rtq_sim::run::RunReport| r.receiver.latency_us.end_to_end.p99;
+    assert!(
+        e2e(&adapted) < e2e(&fixed),
+        "{} vs {}",
+        e2e(&adapted),
+        e2e(&fixed)
+    );
+    assert!(
+        adapted.on_time_ratio() > fixed.on_time_ratio() + 0.2,
+        "on time {} vs {}",
+        adapted.on_time_ratio(),
+        fixed.on_time_ratio()
+    );
+}

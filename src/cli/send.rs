@@ -80,6 +80,11 @@ pub struct SendArgs {
     /// such as `25%`.
     #[arg(long, default_value = "auto", value_name = "auto|off|PERCENT")]
     pub fec: FecMode,
+    /// Rate adaptation: the video source shrinks its frames when the path does not carry
+    /// --bitrate (the sender backs up, drops frames, or the receiver reports congestive loss),
+    /// and grows back when it does. Needs --source video.
+    #[arg(long)]
+    pub adapt: bool,
     /// Send again the fragments the receiver asks for, while their frames can still play.
     #[arg(long, value_parser = on_off_arg, default_value = "on", value_name = "on|off")]
     pub nack: bool,
@@ -156,10 +161,21 @@ impl SendArgs {
 
     /// The session configuration these flags select.
     pub fn session_config(&self) -> Result<SenderConfig, String> {
+        let adapt = match (self.adapt, self.source, &self.input) {
+            (false, _, _) => None,
+            (true, SourceChoice::Video, None) => Some(self.bitrate),
+            (true, _, _) => {
+                return Err(
+                    "--adapt needs the synthetic video source (--source video, no --input): other sources cannot change their frame sizes"
+                        .into(),
+                );
+            }
+        };
         let cfg = SenderConfig {
             compress: self.compress,
             fec: self.fec,
             nack: self.nack,
+            adapt,
             deadline: self.deadline,
             ..Default::default()
         };

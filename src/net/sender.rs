@@ -183,6 +183,9 @@ pub async fn run_on(
 
 type PendingSend<'a> = Pin<Box<quinn::SendDatagram<'a>>>;
 
+/// How often a sender with rate adaptation reads its congestion controller's pacing rate.
+const PACING_READ_EVERY: Duration = Duration::from_millis(50);
+
 async fn drive(
     opts: &SendOptions,
     conn: &quinn::Connection,
@@ -222,9 +225,16 @@ async fn drive(
     let mut pending: Option<(PendingSend<'_>, Outgoing)> = None;
     let mut status = Status::new(start);
     let mut stopping = false;
+    let mut next_pacing_read = start;
     loop {
         let t = now();
+        if session.target_rate_bps().is_some() && t >= next_pacing_read {
+            // A boxed clone of the controller: read it now and then, not per datagram.
+            next_pacing_read = t + PACING_READ_EVERY;
+            session.set_pacing_rate(conn.congestion_state().metrics().pacing_rate);
+        }
         if let Some(src) = synthetic.as_mut() {
+            src.set_target_bitrate(session.target_rate_bps());
             while session.is_running()
                 && src.next_due() <= t
                 && stop_at.is_none_or(|s| src.next_due() < s)

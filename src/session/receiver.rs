@@ -24,7 +24,7 @@ use crate::stats::report::{
     ByteReport, ClockReport, ControlDrops, DatagramDrops, DatagramReport, FrameReport,
     JitterReport, RecoveryReport, SessionReport,
 };
-use crate::stats::{Delays, InterarrivalJitter};
+use crate::stats::{Delays, InterarrivalJitter, QueueingDelay};
 use crate::timer::{Timer, Timers};
 use crate::wire::control::{
     ControlDecoder, ControlMessage, Goodbye, Hello, MAX_NACK_ENTRIES, Nack, NackEntry, Ping,
@@ -263,6 +263,7 @@ pub struct ReceiverSession {
     peer_goodbye: Option<Goodbye>,
     delays: Delays,
     interarrival: InterarrivalJitter,
+    queueing: QueueingDelay,
     stats: ReceiverStats,
 }
 
@@ -295,6 +296,7 @@ impl ReceiverSession {
             peer_goodbye: None,
             delays: Delays::default(),
             interarrival: InterarrivalJitter::default(),
+            queueing: QueueingDelay::default(),
             stats: ReceiverStats::default(),
         };
         let hello = Hello {
@@ -496,8 +498,10 @@ impl ReceiverSession {
             self.captures.pop_first();
         }
         self.next_seq_seen = self.next_seq_seen.max(h.seq.saturating_add(1));
-        let transit = diff_us(self.anchor.micros(now), h.capture_us);
+        let now_us = self.anchor.micros(now);
+        let transit = diff_us(now_us, h.capture_us);
         self.interarrival.update(transit);
+        self.queueing.update(now_us, transit);
     }
 
     fn on_complete(&mut self, now: Instant, frame: Assembled) {
@@ -998,6 +1002,8 @@ impl ReceiverSession {
             fec_recovered: st.fec_recovered,
             nack_entries: st.nack_entries,
             retransmit_recovered: st.retransmit_recovered,
+            queue_delay_us: self.queueing.micros(),
+            bytes_received: st.bytes_datagrams,
         };
         if !queue_control(&mut self.out, &ControlMessage::Report(r), false) {
             self.stats.control_backlog_drops += 1;
@@ -1093,6 +1099,7 @@ impl ReceiverSession {
                 rtt_us: self.clock.min_rtt_us(),
                 samples: self.clock.samples(),
             }),
+            rate: None,
             recovery: RecoveryReport {
                 fec_recovered: st.fec_recovered,
                 parity_received: st.fec.parity_received,

@@ -21,11 +21,12 @@ use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
 use crate::packetize::{Fragments, WireFrame};
+use crate::rate::{RateController, RateInputs};
 use crate::retransmit::{RetransmitStats, RetransmitStore};
 use crate::source::SourceFrame;
 use crate::stats::report::{
-    ByteReport, ControlDrops, DatagramReport, FrameReport, LatencyReport, RecoveryReport,
-    RefusedRequests, SenderDrops, SessionReport,
+    ByteReport, ControlDrops, DatagramReport, FrameReport, LatencyReport, RateReport,
+    RecoveryReport, RefusedRequests, SenderDrops, SessionReport,
 };
 use crate::stats::{LatencyHistogram, LatencySummary};
 use crate::timer::{Timer, Timers};
@@ -35,6 +36,9 @@ use crate::wire::control::{
 use crate::wire::datagram::FrameFlags;
 use crate::wire::parity::PARITY_HEADER_LEN;
 use crate::wire::{CloseCode, VERSION};
+
+/// The least rate adaptation asks of a source, bit/s (and at least 1/20 of its own rate).
+const MIN_ADAPTED_RATE: u64 = 50_000;
 
 /// Longest a sent datagram is kept for retransmission after its frame's capture.
 const MAX_RETRANSMIT_HORIZON: Duration = Duration::from_secs(2);
@@ -55,6 +59,9 @@ pub struct SenderConfig {
     pub nack: bool,
     /// Bytes of sent datagrams kept for retransmission at most.
     pub retransmit_bytes: usize,
+    /// Rate adaptation for a source of this many bit/s: [`SenderSession::target_rate_bps`]
+    /// says how fast it should produce. `None`: the source's rate is fixed.
+    pub adapt: Option<u64>,
     /// A frame not completely handed to QUIC this long after capture is dropped.
     pub deadline: Duration,
     /// Frames queued at most (oldest dropped first).
@@ -76,6 +83,7 @@ impl Default for SenderConfig {
             fec: FecMode::default(),
             nack: true,
             retransmit_bytes: 8 << 20,
+            adapt: None,
             deadline: Duration::from_millis(500),
             max_queue_frames: 1024,
             max_queue_bytes: 32 << 20,
@@ -203,6 +211,10 @@ pub struct SenderSession {
     compressor: Compressor,
     fec: FecEncoder,
     retx: RetransmitStore,
+    rate: Option<RateController>,
+    pacing_bps: Option<u64>,
+    /// The last report, and when it came, for the rate the path delivers.
+    delivered_mark: Option<(Instant, Report)>,
     /// The report the loss estimate was last taken from.
     loss_mark: Option<Report>,
     /// The report (and parity count) parity's effect was last checked against.
@@ -230,6 +242,11 @@ impl SenderSession {
             compressor: Compressor::new(cfg.compress),
             fec: FecEncoder::new(cfg.fec),
             retx: RetransmitStore::new(cfg.retransmit_bytes),
+            rate: cfg
+                .adapt
+                .map(|max| RateController::new(max, (max / 20).max(MIN_ADAPTED_RATE))),
+            pacing_bps: None,
+            delivered_mark: None,
             loss_mark: None,
             fec_mark: None,
             fec_failures: 0,
@@ -271,6 +288,18 @@ impl SenderSession {
         st.retransmit = self.retx.stats();
         st.dropped = st.dropped.with_total();
         st
+    }
+
+    /// The congestion controller's pacing rate, bit/s (the shell passes it now and then): the
+    /// rate controller's measure of the path.
+    pub fn set_pacing_rate(&mut self, bps: Option<u64>) {
+        self.pacing_bps = bps;
+    }
+
+    /// With rate adaptation ([`SenderConfig::adapt`]), how fast the source should produce
+    /// now, bit/s.
+    pub fn target_rate_bps(&self) -> Option<u64> {
+        self.rate.as_ref().map(RateController::target_bps)
     }
 
     /// The loss estimate FEC is sized for (from the receiver's reports).
@@ -649,6 +678,18 @@ impl SenderSession {
                 }
             }
             ControlMessage::Report(r) => {
+                if let Some(rate) = self.rate.as_mut() {
+                    rate.on_queue_delay(r.queue_delay_us);
+                    if let Some((at, prev)) = self.delivered_mark
+                        && r.bytes_received >= prev.bytes_received
+                        && now > at
+                    {
+                        let secs = now.duration_since(at).as_secs_f64();
+                        let bits = (r.bytes_received - prev.bytes_received) as f64 * 8.0;
+                        rate.on_delivered((bits / secs) as u64);
+                    }
+                    self.delivered_mark = Some((now, r));
+                }
                 self.on_report(now, &r);
                 self.last_report = Some(r);
             }
@@ -695,6 +736,9 @@ impl SenderSession {
             .min(expected);
         let runs = r.loss_runs.saturating_sub(base.loss_runs).min(missing);
         let loss = missing as f64 / expected as f64;
+        if let Some(rate) = self.rate.as_mut() {
+            rate.on_loss(loss);
+        }
         if loss > OUTAGE_LOSS {
             // An outage or a collapsed path, not loss that parity can repair: parity would
             // only add load. The estimate keeps what it had.
@@ -866,6 +910,18 @@ impl SenderSession {
         self.expire(now);
         self.fec.handle_timeout(now);
         self.retx.prune(now);
+        if let Some(rate) = self.rate.as_mut() {
+            let d = self.stats.dropped;
+            let inputs = RateInputs {
+                head_wait: self
+                    .queue
+                    .front()
+                    .map_or(Duration::ZERO, |q| now.saturating_duration_since(q.capture)),
+                drops: d.stale + d.queue_full + d.superseded + self.stats.frames_truncated,
+                pacing_bps: self.pacing_bps,
+            };
+            rate.update(now, inputs);
+        }
         while let Some(t) = self.timers.take_expired(now) {
             if t == Timer::Close {
                 self.done(now, End::Timeout);
@@ -938,6 +994,13 @@ impl SenderSession {
             jitter_buffer: None,
             reassembly: None,
             clock: None,
+            rate: self.rate.as_ref().map(|r| RateReport {
+                max_bps: self.cfg.adapt.unwrap_or(0),
+                target_bps: r.target_bps(),
+                lowest_bps: r.lowest_bps(),
+                cuts: r.cuts(),
+                pacing_bps: self.pacing_bps.unwrap_or(0),
+            }),
             recovery: RecoveryReport {
                 fec_mode: self.fec.mode().to_string(),
                 fec_recovered: self.last_report.map_or(0, |r| r.fec_recovered),

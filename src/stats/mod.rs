@@ -163,9 +163,71 @@ impl InterarrivalJitter {
     }
 }
 
+/// Queueing delay: how far the recent transit of frames (smoothed, `T += (t − T) / 8`) stands
+/// above the least transit of the last 10 s (kept per second, so the minimum forgets a path
+/// that got longer). Raw clocks: the constant offset cancels.
+#[derive(Debug, Clone, Default)]
+pub struct QueueingDelay {
+    smoothed: Option<f64>,
+    /// (second, least transit in it), oldest first, at most 10.
+    minima: std::collections::VecDeque<(u64, i64)>,
+}
+
+impl QueueingDelay {
+    /// Seconds the minimum covers.
+    const WINDOW_S: u64 = 10;
+
+    /// Adds a frame whose first fragment arrived `transit_us` after capture, at `now_us`.
+    pub fn update(&mut self, now_us: u64, transit_us: i64) {
+        let t = transit_us as f64;
+        self.smoothed = Some(self.smoothed.map_or(t, |s| s + (t - s) / 8.0));
+        let sec = now_us / 1_000_000;
+        match self.minima.back_mut() {
+            Some((s, m)) if *s == sec => *m = (*m).min(transit_us),
+            _ => self.minima.push_back((sec, transit_us)),
+        }
+        while self
+            .minima
+            .front()
+            .is_some_and(|&(s, _)| s + Self::WINDOW_S <= sec)
+        {
+            self.minima.pop_front();
+        }
+    }
+
+    /// The current queueing delay, µs (0 before any frame).
+    pub fn micros(&self) -> u64 {
+        let (Some(s), Some(min)) = (self.smoothed, self.minima.iter().map(|&(_, m)| m).min())
+        else {
+            return 0;
+        };
+        (s - min as f64).max(0.0).round() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queueing_delay_is_transit_above_the_recent_minimum() {
+        let mut q = QueueingDelay::default();
+        assert_eq!(q.micros(), 0);
+        for i in 0..100u64 {
+            q.update(i * 10_000, 20_000);
+        }
+        assert_eq!(q.micros(), 0, "a steady path has no queue");
+        // A queue builds: transit climbs to 120 ms.
+        for i in 100..200u64 {
+            q.update(i * 10_000, 120_000);
+        }
+        assert!((99_000..=100_000).contains(&q.micros()), "{}", q.micros());
+        // Ten seconds later the old minimum is forgotten: a longer path is no queue.
+        for i in 200..1500u64 {
+            q.update(i * 10_000, 120_000);
+        }
+        assert_eq!(q.micros(), 0);
+    }
 
     #[test]
     fn summary_reads_percentiles() {

@@ -45,9 +45,27 @@ pub struct SessionReport {
     /// Loss recovery: FEC (and what it cost).
     #[serde(default)]
     pub recovery: RecoveryReport,
+    /// Rate adaptation (sender with `--adapt` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rate: Option<RateReport>,
     /// QUIC connection figures, filled by the shell.
     #[serde(default)]
     pub quic: QuicReport,
+}
+
+/// Rate adaptation: what the sender asked of its source.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RateReport {
+    /// The source's own rate, bit/s.
+    pub max_bps: u64,
+    /// The target at the end, bit/s.
+    pub target_bps: u64,
+    /// The lowest target, bit/s.
+    pub lowest_bps: u64,
+    /// Times the target was cut for congestion.
+    pub cuts: u64,
+    /// The congestion controller's last pacing rate, bit/s (0 if unknown).
+    pub pacing_bps: u64,
 }
 
 /// Retransmission requests a sender refused, by reason (see [`RecoveryReport::refused`]).

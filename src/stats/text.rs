@@ -200,6 +200,7 @@ mod tests {
             reassembly: None,
             clock: None,
             recovery: RecoveryReport::default(),
+            rate: None,
             quic: QuicReport::default(),
         }
     }

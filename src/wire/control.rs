@@ -148,6 +148,11 @@ counter_message! {
         nack_entries = 0x0010,
         /// Fragments asked for again that then arrived and were used.
         retransmit_recovered = 0x0011,
+        /// Queueing delay: smoothed transit of frames above its minimum of the last 10 s, µs.
+        queue_delay_us = 0x0012,
+        /// Datagram bytes received (cumulative), from which the sender derives the rate the
+        /// path delivers.
+        bytes_received = 0x0013,
     }
 }
 

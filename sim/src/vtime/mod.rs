@@ -730,7 +730,11 @@ impl App for SenderApp {
             }
             return;
         };
+        if session.target_rate_bps().is_some() {
+            session.set_pacing_rate(conn.congestion_state().metrics().pacing_rate);
+        }
         if let Some(src) = self.source.as_mut() {
+            src.set_target_bitrate(session.target_rate_bps());
             while session.is_running()
                 && src.next_due() <= now
                 && self.stop_at.is_none_or(|s| src.next_due() < s)
