@@ -414,6 +414,21 @@ impl JitterBuffer {
     /// (`d`: a round trip plus the wait before asking). `None` or zero: no room.
     pub fn set_recovery_allowance(&mut self, d: Option<Duration>) {
         self.recovery_us = d.map_or(0, micros);
+        // Room is made at once (the target rises at once, as for any frame that needs more),
+        // so that frames already waiting can be saved.
+        if self.cfg.mode == JitterMode::Adaptive
+            && self.recovery_us > 0
+            && let (Some(current), Some(t)) = (
+                self.target_raw,
+                self.samples.percentile(RECOVERY_PERCENTILE),
+            )
+        {
+            let goal = self.clamp_raw(
+                t.saturating_add(self.recovery_us)
+                    .saturating_add(micros(self.cfg.headroom)),
+            );
+            self.target_raw = Some(current.max(goal));
+        }
     }
 
     /// When a frame captured at `capture_us` would play if the target made room for a

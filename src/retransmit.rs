@@ -52,6 +52,7 @@ pub struct RetransmitStore {
     max_bytes: usize,
     budget: f64,
     queue: VecDeque<(Bytes, Instant)>,
+    copies: u8,
     stats: RetransmitStats,
 }
 
@@ -64,6 +65,7 @@ impl RetransmitStore {
             max_bytes,
             budget: BUDGET_START,
             queue: VecDeque::new(),
+            copies: 1,
             stats: RetransmitStats::default(),
         }
     }
@@ -134,6 +136,8 @@ impl RetransmitStore {
     /// give (anything at or above it was never sent).
     pub fn on_nack(&mut self, now: Instant, next_seq: u64, entries: &[NackEntry]) {
         self.prune(now);
+        // With redundancy, the second copies follow all the first ones, apart in time.
+        let mut second = Vec::new();
         for e in entries {
             self.stats.requests += 1;
             if e.seq >= next_seq {
@@ -172,8 +176,25 @@ impl RetransmitStore {
                 self.budget -= d.len() as f64;
                 self.stats.retransmitted += 1;
                 self.queue.push_back((d.clone(), kept.expires));
+                if self.copies > 1 {
+                    second.push((d.clone(), kept.expires));
+                }
             }
         }
+        for (d, expires) in second {
+            if self.queue.len() >= MAX_QUEUED || self.budget < d.len() as f64 {
+                break;
+            }
+            self.budget -= d.len() as f64;
+            self.stats.retransmitted += 1;
+            self.queue.push_back((d, expires));
+        }
+    }
+
+    /// Sends every requested datagram `copies` times (1 or 2): on a lossy path a lost copy
+    /// would cost the frame, since a second request rarely comes in time.
+    pub fn set_copies(&mut self, copies: u8) {
+        self.copies = copies.clamp(1, 2);
     }
 
     /// The next datagram to send again, with the instant after which it is useless; those

@@ -821,7 +821,10 @@ impl ReceiverSession {
         // A lost fragment is noticed a wait after its neighbours, asked for at the next scan,
         // and its copy takes a round trip: while fragments go missing (and for a while after),
         // the playout delay keeps room for that. A path without loss pays nothing.
-        let allowance = rtt + 2 * wait + NACK_SCAN + Duration::from_millis(2);
+        // The copy's trip: the minimum round trip plus the delay variation of its two legs
+        // (a wait, twice the interarrival jitter, covers one leg's), plus 2 ms.
+        let trip = rtt + 2 * wait + Duration::from_millis(2);
+        let allowance = trip + wait + NACK_SCAN;
         let recovering = self
             .needed_recovery_at
             .is_some_and(|t| now < t + RECOVERY_MEMORY);
@@ -844,7 +847,7 @@ impl ReceiverSession {
             self.captures.pop_first();
         }
         let now_us = self.anchor.micros(now);
-        let slack = rtt_us.saturating_add(micros_of(wait)).saturating_add(2_000);
+        let slack = micros_of(trip);
         let reachable = |jitter: &JitterBuffer, capture_us: u64| {
             jitter
                 .playout_us(capture_us)

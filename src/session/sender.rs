@@ -37,6 +37,9 @@ use crate::wire::datagram::FrameFlags;
 use crate::wire::parity::PARITY_HEADER_LEN;
 use crate::wire::{CloseCode, VERSION};
 
+/// Loss above which retransmissions are sent twice.
+const REDUNDANT_RETRANSMIT_LOSS: f64 = 0.01;
+
 /// The least rate adaptation asks of a source, bit/s (and at least 1/20 of its own rate).
 const MIN_ADAPTED_RATE: u64 = 50_000;
 
@@ -770,6 +773,13 @@ impl SenderSession {
         };
         trace!(?estimate, "loss estimate");
         self.fec.set_estimate(estimate);
+        // Above 1 % loss a retransmitted copy is lost often enough to cost frames: send two.
+        self.retx
+            .set_copies(if estimate.loss > REDUNDANT_RETRANSMIT_LOSS {
+                2
+            } else {
+                1
+            });
         self.loss_mark = Some(*r);
     }
 
