@@ -444,6 +444,11 @@ impl JitterBuffer {
         Some(current.max(capture_us.saturating_add_signed(raw)))
     }
 
+    /// The `p` quantile of the recent transit times (raw: receiver clock − capture), µs.
+    pub fn transit_percentile_us(&self, p: f64) -> Option<i64> {
+        self.samples.percentile(p)
+    }
+
     /// When the next frame is due (µs, receiver clock), if any is held.
     pub fn next_due_us(&self) -> Option<u64> {
         match self.slots.first_key_value()? {

@@ -248,6 +248,8 @@ pub struct ReceiverSession {
     asked: std::collections::BTreeMap<u64, Asked>,
     /// When fragments last went missing past the wait (retransmission was needed).
     needed_recovery_at: Option<Instant>,
+    /// Time between consecutive frames' captures, smoothed, µs.
+    frame_interval_us: Option<u64>,
     /// Capture times of recently seen frames (to place a wholly missing frame in time).
     captures: std::collections::BTreeMap<u64, u64>,
     decompressor: Decompressor,
@@ -276,6 +278,7 @@ impl ReceiverSession {
             loss: LossMeter::default(),
             asked: Default::default(),
             needed_recovery_at: None,
+            frame_interval_us: None,
             captures: Default::default(),
             decompressor: Decompressor::default(),
             jitter: JitterBuffer::new(cfg.jitter),
@@ -493,6 +496,16 @@ impl ReceiverSession {
 
     fn on_first_fragment(&mut self, now: Instant, h: &FragmentHeader) {
         self.stats.frames_received += 1;
+        // The frame interval, from consecutive frames' capture times (smoothed).
+        if let Some(&prev) = self.captures.get(&h.seq.wrapping_sub(1))
+            && h.capture_us > prev
+        {
+            let d = h.capture_us - prev;
+            self.frame_interval_us = Some(match self.frame_interval_us {
+                Some(i) => (i * 7 + d) / 8,
+                None => d,
+            });
+        }
         self.captures.insert(h.seq, h.capture_us);
         if self.captures.len() > MAX_ASKED {
             self.captures.pop_first();
@@ -931,6 +944,42 @@ impl ReceiverSession {
                 count: 0,
             });
             asked_now.push((seq, Vec::new(), true));
+        }
+        // The frame after the newest seen, if it is overdue: nothing of it has come a frame
+        // interval plus the 95th percentile of transit plus the wait after the newest frame's
+        // capture. Asking costs little: a sender that never sent it refuses (as invalid).
+        let expected = self.next_seq_seen;
+        if expected > 0
+            && self.phase == Phase::Running
+            && !self.reassembler.is_partial(expected)
+            && !self.reassembler.is_done(expected)
+            && due(self.asked.get(&expected))
+            && let (Some((&last, &last_capture)), Some(transit)) = (
+                self.captures.last_key_value(),
+                self.jitter.transit_percentile_us(0.95),
+            )
+            && last + 1 == expected
+            && let Some(interval) = self.frame_interval_us
+        {
+            let capture = last_capture.saturating_add(interval);
+            let overdue = capture
+                .saturating_add_signed(transit)
+                .saturating_add(micros_of(wait));
+            if now_us > overdue {
+                self.needed_recovery_at = Some(now);
+                let reachable_with = self
+                    .jitter
+                    .playout_us(capture)
+                    .is_some_and(|play| now_us.saturating_add(slack) < play);
+                if reachable_with {
+                    entries.push(NackEntry {
+                        seq: expected,
+                        first: 0,
+                        count: 0,
+                    });
+                    asked_now.push((expected, Vec::new(), true));
+                }
+            }
         }
         for (seq, runs, whole) in asked_now {
             let a = self.asked.entry(seq).or_insert(Asked {
