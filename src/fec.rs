@@ -29,11 +29,13 @@ pub enum FecMode {
     /// No parity.
     Off,
     /// A fixed ratio of parity to source datagrams (`0.25`: one parity per four), at least one
-    /// per group.
+    /// per group. Small frames are grouped by ⌈1/ratio⌉, but a group closes after
+    /// [`GROUP_SPAN`], so on a stream of small frames the ratio can be higher.
     Fixed(f64),
     /// Enough parity that a group survives the loss the receiver reports, with probability
-    /// 1 − [`RESIDUAL_TARGET`], but never more than `max_overhead` × the group's size (and
-    /// none while no loss is reported).
+    /// 1 − [`RESIDUAL_TARGET`], but never more than `max_overhead` × the group's size rounded
+    /// down — except that a group that gets parity gets at least one — and none while no loss
+    /// is reported. Paused while the receiver reports that parity repairs nothing.
     Auto {
         /// Cap on parity / source datagrams.
         max_overhead: f64,
@@ -266,11 +268,12 @@ pub const GROUP_SPAN: Duration = Duration::from_millis(40);
 pub struct FecEncoderStats {
     /// Groups that got parity.
     pub groups: u64,
-    /// Parity datagrams made.
+    /// Parity datagrams sent.
     pub parities: u64,
-    /// Parity bytes made.
+    /// Parity bytes sent.
     pub parity_bytes: u64,
-    /// Parity datagrams dropped unsent because their frames' deadline passed.
+    /// Parity datagrams dropped unsent: their frames' deadline passed, or the path's datagram
+    /// size shrank below them.
     pub parities_stale: u64,
     /// Frames sent without parity because they were re-cut part-way or are too large.
     pub unprotected: u64,
@@ -339,8 +342,11 @@ impl FecEncoder {
     /// loss (it comes in bursts longer than a group's parity, e.g. a drop-tail queue
     /// overflowing), so parity would only add load.
     pub fn suspend(&mut self, until: Instant) {
-        self.suspended_until = Some(until);
-        self.stats.suspensions += 1;
+        // A fixed overhead is what the user asked for: only `auto` pauses.
+        if matches!(self.mode, FecMode::Auto { .. }) {
+            self.suspended_until = Some(until);
+            self.stats.suspensions += 1;
+        }
     }
 
     /// Whether parity is suspended at `now`.
@@ -462,8 +468,6 @@ impl FecEncoder {
             Ok(parities) => {
                 self.stats.groups += 1;
                 for p in parities {
-                    self.stats.parities += 1;
-                    self.stats.parity_bytes += p.len() as u64;
                     self.ready.push_back((p, deadline));
                 }
             }
@@ -471,14 +475,18 @@ impl FecEncoder {
         }
     }
 
-    /// The next parity datagram to send, if one is due; parity of frames past their deadline
-    /// is dropped.
-    pub fn poll(&mut self, now: Instant) -> Option<(Bytes, Instant)> {
+    /// The next parity datagram to send, of at most `max_size` bytes; parity of frames past
+    /// their deadline, or larger than the path now carries, is dropped (and counted). What it
+    /// returns counts as sent.
+    pub fn poll(&mut self, now: Instant, max_size: usize) -> Option<(Bytes, Instant)> {
         while let Some((d, deadline)) = self.ready.pop_front() {
-            if deadline > now {
-                return Some((d, deadline));
+            if deadline <= now || d.len() > max_size {
+                self.stats.parities_stale += 1;
+                continue;
             }
-            self.stats.parities_stale += 1;
+            self.stats.parities += 1;
+            self.stats.parity_bytes += d.len() as u64;
+            return Some((d, deadline));
         }
         None
     }
@@ -620,7 +628,8 @@ impl FecDecoder {
             self.stats.parity_unneeded += 1;
             return Vec::new();
         }
-        self.top = self.top.max(last);
+        // Only fragments move the window: parity far ahead must not make the decoder forget
+        // the frames it holds.
         match self.groups.get_mut(&key) {
             Some(g) => {
                 let same = g.header.sources == h.sources
@@ -638,7 +647,7 @@ impl FecDecoder {
                 g.parities.insert(h.index, shard);
             }
             None => {
-                while self.groups.len() >= self.limits.max_groups {
+                while self.groups.len() >= self.limits.max_groups.max(1) {
                     self.evict_group();
                 }
                 self.bytes += shard.len();
@@ -714,6 +723,17 @@ impl FecDecoder {
         let h = g.header;
         let k = usize::from(h.sources);
         let shard = usize::from(h.shard);
+        // Count first: copying the sources is only worth it when a decode is possible.
+        let arrived = (0..k)
+            .filter(|&pos| self.source(&h, pos).is_some_and(|d| d.len() <= shard))
+            .count();
+        if arrived == k {
+            self.finish(key);
+            return Vec::new();
+        }
+        if arrived + g.parities.len() < k {
+            return Vec::new();
+        }
         let have: Vec<(usize, Vec<u8>)> = (0..k)
             .filter_map(|pos| {
                 let d = self.source(&h, pos)?;

@@ -411,7 +411,8 @@ impl JitterBuffer {
 
     /// Makes room in the adaptive target for retransmission: a frame plays at least `d` after
     /// the 95th percentile of transit, so that a fragment lost on the way can be asked for and arrive
-    /// (`d`: a round trip plus the wait before asking). `None` or zero: no room.
+    /// (`d`: the time to notice the loss, ask, and receive the copy). `None` or zero: no
+    /// room.
     pub fn set_recovery_allowance(&mut self, d: Option<Duration>) {
         self.recovery_us = d.map_or(0, micros);
         // Room is made at once (the target rises at once, as for any frame that needs more),

@@ -30,8 +30,10 @@ const BUDGET_SHARE: f64 = 0.5;
 pub struct RetransmitStats {
     /// Request entries received.
     pub requests: u64,
-    /// Datagrams queued to be sent again.
+    /// Datagrams sent again.
     pub retransmitted: u64,
+    /// Their bytes.
+    pub retransmitted_bytes: u64,
     /// Entries (or fragments) refused, by reason.
     pub refused: RefusedRequests,
 }
@@ -138,6 +140,8 @@ impl RetransmitStore {
         self.prune(now);
         // With redundancy, the second copies follow all the first ones, apart in time.
         let mut second = Vec::new();
+        // A request counts once per frame, however many runs of it it names.
+        let mut counted: Vec<u64> = Vec::new();
         for e in entries {
             self.stats.requests += 1;
             if e.seq >= next_seq {
@@ -162,11 +166,14 @@ impl RetransmitStore {
                 self.stats.refused.invalid += 1;
                 continue;
             }
-            if kept.resends >= MAX_RESENDS {
-                self.stats.refused.throttled += 1;
-                continue;
+            if !counted.contains(&e.seq) {
+                if kept.resends >= MAX_RESENDS {
+                    self.stats.refused.throttled += 1;
+                    continue;
+                }
+                kept.resends += 1;
+                counted.push(e.seq);
             }
-            kept.resends += 1;
             let end = first.saturating_add(n).min(count);
             for d in kept.datagrams[first..end].iter().flatten() {
                 if self.queue.len() >= MAX_QUEUED || self.budget < d.len() as f64 {
@@ -174,7 +181,6 @@ impl RetransmitStore {
                     break;
                 }
                 self.budget -= d.len() as f64;
-                self.stats.retransmitted += 1;
                 self.queue.push_back((d.clone(), kept.expires));
                 if self.copies > 1 {
                     second.push((d.clone(), kept.expires));
@@ -186,7 +192,6 @@ impl RetransmitStore {
                 break;
             }
             self.budget -= d.len() as f64;
-            self.stats.retransmitted += 1;
             self.queue.push_back((d, expires));
         }
     }
@@ -197,14 +202,18 @@ impl RetransmitStore {
         self.copies = copies.clamp(1, 2);
     }
 
-    /// The next datagram to send again, with the instant after which it is useless; those
-    /// already useless are dropped (counted expired).
-    pub fn poll(&mut self, now: Instant) -> Option<(Bytes, Instant)> {
+    /// The next datagram to send again (of at most `max_size` bytes), with the instant after
+    /// which it is useless; those already useless, or larger than the path now carries, are
+    /// dropped (counted expired). What it returns counts as retransmitted.
+    pub fn poll(&mut self, now: Instant, max_size: usize) -> Option<(Bytes, Instant)> {
         while let Some((d, expires)) = self.queue.pop_front() {
-            if expires > now {
-                return Some((d, expires));
+            if expires <= now || d.len() > max_size {
+                self.stats.refused.expired += 1;
+                continue;
             }
-            self.stats.refused.expired += 1;
+            self.stats.retransmitted += 1;
+            self.stats.retransmitted_bytes += d.len() as u64;
+            return Some((d, expires));
         }
         None
     }
@@ -238,7 +247,7 @@ mod tests {
     }
 
     fn drain(s: &mut RetransmitStore, now: Instant) -> Vec<Bytes> {
-        std::iter::from_fn(|| s.poll(now).map(|(d, _)| d)).collect()
+        std::iter::from_fn(|| s.poll(now, 1500).map(|(d, _)| d)).collect()
     }
 
     #[test]

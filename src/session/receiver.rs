@@ -437,10 +437,6 @@ impl ReceiverSession {
             }
             o => o,
         };
-        if origin == Origin::Wire {
-            self.loss
-                .on_fragment(header.seq, header.index, header.count);
-        }
         let body = datagram.slice(HEADER_LEN..);
         let expires = self.give_up_at(now, header.capture_us);
         let accepted = self.reassembler.insert(now, header, body, expires);
@@ -448,6 +444,10 @@ impl ReceiverSession {
             accepted,
             Err(Rejected::TooFarAhead | Rejected::TooLarge | Rejected::Malformed)
         );
+        if origin == Origin::Wire && keep {
+            self.loss
+                .on_fragment(header.seq, header.index, header.count);
+        }
         if accepted.is_ok() {
             match origin {
                 Origin::Fec => self.stats.fec_recovered += 1,
@@ -501,8 +501,10 @@ impl ReceiverSession {
             && h.capture_us > prev
         {
             let d = h.capture_us - prev;
+            // A sender's clock jumping by more than a second is no frame interval.
+            let d = d.min(1_000_000);
             self.frame_interval_us = Some(match self.frame_interval_us {
-                Some(i) => (i * 7 + d) / 8,
+                Some(i) => (i.saturating_mul(7).saturating_add(d)) / 8,
                 None => d,
             });
         }
@@ -818,7 +820,8 @@ impl ReceiverSession {
     }
 
     /// Asks the sender for the fragments that are overdue and can still arrive before their
-    /// frame plays (a round trip, plus the wait, plus 2 ms, before its playout time).
+    /// frame plays (the copy's trip — the minimum round trip, twice the wait, 2 ms — before
+    /// its playout time).
     fn ask_again(&mut self, now: Instant) {
         if self.phase != Phase::Running {
             return;
@@ -966,19 +969,22 @@ impl ReceiverSession {
                 .saturating_add_signed(transit)
                 .saturating_add(micros_of(wait));
             if now_us > overdue {
-                self.needed_recovery_at = Some(now);
-                let reachable_with = self
+                if self
                     .jitter
-                    .playout_us(capture)
-                    .is_some_and(|play| now_us.saturating_add(slack) < play);
-                if reachable_with {
+                    .playout_with_allowance_us(capture, allowance)
+                    .is_some_and(|play| now_us.saturating_add(slack) < play)
+                {
+                    self.needed_recovery_at = Some(now);
+                }
+                if reachable(&self.jitter, capture) {
                     entries.push(NackEntry {
                         seq: expected,
                         first: 0,
                         count: 0,
                     });
-                    asked_now.push((expected, Vec::new(), true));
                 }
+                // Asked for, or too late to: either way not looked at again before `due`.
+                asked_now.push((expected, Vec::new(), true));
             }
         }
         for (seq, runs, whole) in asked_now {

@@ -501,10 +501,7 @@ impl SenderSession {
         self.expire(now);
         self.fec.handle_timeout(now);
         // What the receiver asked for again is the most urgent.
-        while let Some((data, deadline)) = self.retx.poll(now) {
-            if data.len() > max_size {
-                continue;
-            }
+        if let Some((data, deadline)) = self.retx.poll(now, max_size) {
             self.stats.datagrams += 1;
             self.stats.bytes_datagrams += data.len() as u64;
             return Some(Outgoing {
@@ -514,11 +511,7 @@ impl SenderSession {
             });
         }
         // Parity of a frame already sent goes before the next frame.
-        while let Some((data, deadline)) = self.fec.poll(now) {
-            if data.len() > max_size {
-                // The path shrank below the parity's size: it cannot be sent.
-                continue;
-            }
+        if let Some((data, deadline)) = self.fec.poll(now, max_size) {
             self.stats.datagrams += 1;
             self.stats.bytes_datagrams += data.len() as u64;
             return Some(Outgoing {
@@ -800,7 +793,10 @@ impl SenderSession {
         }
         let recovered = r.fec_recovered.saturating_sub(base.fec_recovered);
         let sent = parities.saturating_sub(base_parities);
-        if sent >= MIN_MISSING && recovered * 10 < missing && !self.fec.is_suspended(now) {
+        if sent >= MIN_MISSING
+            && recovered.saturating_mul(10) < missing
+            && !self.fec.is_suspended(now)
+        {
             // Each failure in a row doubles the pause (5 s, 10 s, … 80 s): on a path whose loss
             // parity cannot repair, trying again costs little.
             let pause = FEC_SUSPENSION * (1u32 << self.fec_failures.min(4));
@@ -813,7 +809,7 @@ impl SenderSession {
                 "parity repairs nothing: suspended"
             );
             self.fec.suspend(now + pause);
-        } else if sent > 0 && recovered * 2 >= missing {
+        } else if sent > 0 && recovered.saturating_mul(2) >= missing {
             self.fec_failures = 0;
         }
         self.fec_mark = Some((*r, parities));
@@ -1017,7 +1013,9 @@ impl SenderSession {
                 parity_sent: st.fec.parities,
                 fec_overhead_ratio: fraction(
                     st.fec.parity_bytes,
-                    st.bytes_datagrams.saturating_sub(st.fec.parity_bytes),
+                    st.bytes_datagrams
+                        .saturating_sub(st.fec.parity_bytes)
+                        .saturating_sub(st.retransmit.retransmitted_bytes),
                 ),
                 loss_before_recovery: self
                     .last_report
