@@ -429,3 +429,44 @@ fn help_lists_the_documented_flags() {
         assert!(help.contains(flag), "rtq-recv --help lacks {flag}");
     }
 }
+
+#[test]
+fn recovery_and_adaptation_flags_are_checked_before_connecting() {
+    for (args, expect) in [
+        (&["--adapt", "--source", "audio"][..], "--adapt needs"),
+        (&["--fec", "lots"][..], "--fec"),
+        (&["--fec", "500%"][..], "out of range"),
+        (&["--nack", "maybe"][..], "use on or off"),
+    ] {
+        let out = send_bin()
+            .args(["--connect", "127.0.0.1:9", "--insecure", "--quiet"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    // And the good spellings are taken: the sender gets as far as connecting (to nobody).
+    let out = send_bin()
+        .args(["--connect", "127.0.0.1:9", "--insecure", "--quiet"])
+        .args([
+            "--nack",
+            "off",
+            "--fec",
+            "25%",
+            "--adapt",
+            "--connect-timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("cannot connect") || err.contains("no answer"),
+        "{err}"
+    );
+    let out = recv_bin().args(["--nack", "maybe"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use on or off"));
+}

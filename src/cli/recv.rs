@@ -56,7 +56,7 @@ pub struct RecvArgs {
     pub max_delay: Duration,
     /// Ask the sender to send lost fragments again when they can still arrive before their
     /// frame plays; the adaptive playout delay then keeps a round trip of room for it.
-    #[arg(long, value_parser = on_off_arg, default_value = "on", value_name = "on|off")]
+    #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
     pub nack: bool,
     /// How sender timestamps map onto this clock: `auto` trusts the clock for senders on this
     /// host and estimates the offset for others.

@@ -86,7 +86,7 @@ pub struct SendArgs {
     #[arg(long)]
     pub adapt: bool,
     /// Send again the fragments the receiver asks for, while their frames can still play.
-    #[arg(long, value_parser = on_off_arg, default_value = "on", value_name = "on|off")]
+    #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
     pub nack: bool,
     /// Drop a frame not on the wire this long after capture, instead of sending it late.
     #[arg(long, value_parser = duration_arg, default_value = "500ms", value_name = "DURATION")]

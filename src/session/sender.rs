@@ -1384,6 +1384,48 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_retransmission_requests_costs_bounded_work_and_is_counted() {
+        use crate::wire::control::{MAX_NACK_ENTRIES, Nack, NackEntry};
+        let (mut s, t0) = setup();
+        s.handle_control(t0, &receiver_hello());
+        // 20 frames of 5 fragments go out.
+        for _ in 0..20 {
+            s.push_frame(t0, frame(t0, 5000)).unwrap();
+        }
+        let mut sent = 0;
+        while s.poll_datagram(t0, 1200).is_some() {
+            sent += 1;
+        }
+        assert_eq!(sent, 100);
+        // 1000 NACKs of 64 entries each: every frame, absurd ranges, frames never sent.
+        let flood: Vec<u8> = (0..1000u64)
+            .flat_map(|i| {
+                let entries = (0..MAX_NACK_ENTRIES as u64)
+                    .map(|j| NackEntry {
+                        seq: (i * 64 + j) % 40,
+                        first: (j as u16) % 7,
+                        count: if j % 3 == 0 { 0 } else { u16::MAX },
+                    })
+                    .collect();
+                ControlMessage::Nack(Nack { entries }).to_bytes()
+            })
+            .collect();
+        s.handle_control(t0, &flood);
+        let mut resent = 0u64;
+        while s.poll_datagram(t0, 1200).is_some() {
+            resent += 1;
+        }
+        let r = s.report(t0).recovery;
+        assert_eq!(r.retransmit_requests, 64_000);
+        assert_eq!(r.retransmitted, resent);
+        // At most 3 resends of each of the 20 frames' 5 fragments, within the byte budget.
+        assert!(resent <= 20 * 5 * 3, "{resent} datagrams sent again");
+        assert!(r.refused.invalid > 0, "frames 20..40 were never sent");
+        assert!(r.refused.throttled > 0);
+        assert!(s.is_running(), "a flood does not end the session");
+    }
+
+    #[test]
     fn abort_discards_and_counts_the_queue() {
         let (mut s, t0) = setup();
         for _ in 0..3 {
