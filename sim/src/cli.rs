@@ -49,6 +49,9 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// Run a grid of scenarios over one or two parameters and tabulate the outcome.
     Sweep(SweepArgs),
+    /// Compare loss recovery on scenarios: each one in virtual time with no recovery, FEC
+    /// only, retransmission only, and both, in one table.
+    Compare(CompareArgs),
     /// Run the regression gate: fixed scenarios in virtual time against a committed baseline.
     /// Exits 0 when nothing regressed, 1 when something did, 2 on an error.
     Check(CheckArgs),
@@ -279,6 +282,17 @@ pub struct CheckArgs {
     pub all: bool,
 }
 
+/// `rtq-sim compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Scenario files to compare on.
+    #[arg(required = true, value_name = "SCENARIO")]
+    pub scenarios: Vec<PathBuf>,
+    /// Write the table as JSON (`{"rows": [...]}`) to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+}
+
 /// `rtq-sim proxy`.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
@@ -439,6 +453,7 @@ fn dispatch(cli: Cli, reverse: &LinkSpec) -> anyhow::Result<ExitCode> {
         Command::Run(a) => crate::commands::run(a, reverse),
         Command::Proxy(a) => crate::commands::proxy(a, reverse),
         Command::Sweep(a) => crate::commands::sweep(a, reverse),
+        Command::Compare(a) => crate::commands::compare(&a),
         Command::Check(a) => Ok(crate::commands::check(&a).unwrap_or_else(|e| {
             eprintln!("rtq-sim check: {e:#}");
             ExitCode::from(2)

@@ -9,7 +9,7 @@ use rtq::net::{Shutdown, trigger_on_signals};
 use serde::Serialize;
 
 use crate::check::{Baseline, Verdict};
-use crate::cli::{CheckArgs, ProxyArgs, RunArgs, SweepArgs, scenario_from};
+use crate::cli::{CheckArgs, CompareArgs, ProxyArgs, RunArgs, SweepArgs, scenario_from};
 use crate::config::{Direction, LinkSpec};
 use crate::link::PathReport;
 use crate::proxy::Proxy;
@@ -127,6 +127,110 @@ pub fn run_scenario(
     }
     rt.shutdown_timeout(Duration::from_millis(200));
     outcome
+}
+
+/// The recovery settings `rtq-sim compare` runs each scenario with: (label, FEC, NACK).
+pub const RECOVERY_MODES: [(&str, &str, &str); 4] = [
+    ("none", "off", "off"),
+    ("FEC only", "auto", "off"),
+    ("retransmission only", "off", "on"),
+    ("FEC + retransmission", "auto", "on"),
+];
+
+/// One row of `rtq-sim compare`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompareRow {
+    /// Scenario name.
+    pub scenario: String,
+    /// Recovery label (see [`RECOVERY_MODES`]).
+    pub recovery: String,
+    /// Frames played on time / frames sent.
+    pub on_time: f64,
+    /// End-to-end p50 and p99, µs.
+    pub e2e_p50_us: u64,
+    /// End-to-end p99, µs.
+    pub e2e_p99_us: u64,
+    /// Bytes the sender put on the wire.
+    pub wire_bytes: u64,
+    /// `wire_bytes` over the same scenario's without recovery.
+    pub wire_ratio: f64,
+    /// The sender's QUIC round-trip time at the end, µs.
+    pub rtt_us: u64,
+}
+
+/// Runs every scenario with every recovery mode, in virtual time.
+pub fn compare_rows(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<CompareRow>> {
+    let mut rows = Vec::new();
+    for path in files {
+        let file = crate::scenario::ScenarioFile::load(path).map_err(anyhow::Error::msg)?;
+        let mut base_wire = None;
+        for (label, fec, nack) in RECOVERY_MODES {
+            let over = crate::scenario::ScenarioFile {
+                source: crate::scenario::SourceSpec {
+                    fec: Some(fec.into()),
+                    nack: Some(nack.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let scenario = file
+                .merged(&over)
+                .resolve()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let outcome = crate::vtime::run(&scenario, |_| {}, || false)?;
+            let r = &outcome.report;
+            let wire = r.sender.bytes.wire;
+            let base = *base_wire.get_or_insert(wire);
+            rows.push(CompareRow {
+                scenario: scenario.name.clone(),
+                recovery: label.into(),
+                on_time: r.on_time_ratio(),
+                e2e_p50_us: r.receiver.latency_us.end_to_end.p50,
+                e2e_p99_us: r.receiver.latency_us.end_to_end.p99,
+                wire_bytes: wire,
+                wire_ratio: if base > 0 {
+                    wire as f64 / base as f64
+                } else {
+                    0.0
+                },
+                rtt_us: r.sender.quic.rtt_us,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// `rtq-sim compare`: prints a Markdown table (and writes JSON if asked).
+pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
+    let rows = compare_rows(&a.scenarios)?;
+    println!(
+        "| scenario | recovery | on time | end-to-end p50 / p99 | bytes on the wire | QUIC RTT |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.2} % | {:.0} / {:.0} ms | {:.2}× | {:.0} ms |",
+            r.scenario,
+            r.recovery,
+            r.on_time * 100.0,
+            r.e2e_p50_us as f64 / 1000.0,
+            r.e2e_p99_us as f64 / 1000.0,
+            r.wire_ratio,
+            r.rtt_us as f64 / 1000.0,
+        );
+    }
+    if let Some(path) = &a.json {
+        let json = serde_json::json!({ "rows": rows });
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json)?
+                + "
+",
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How fast a virtual-time run went: simulated seconds per wall-clock second.

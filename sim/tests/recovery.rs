@@ -135,3 +135,34 @@ fn adaptation_shrinks_frames_to_fit_a_narrow_path_instead_of_queueing() {
         fixed.on_time_ratio()
     );
 }
+
+#[test]
+fn compare_tabulates_every_recovery_mode_on_each_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lossy.toml");
+    std::fs::write(
+        &path,
+        "name = \"lossy\"\nseed = 3\nduration = \"10s\"\n[link]\ndelay = \"30ms\"\nloss = \"3%\"\n",
+    )
+    .unwrap();
+    let rows = rtq_sim::commands::compare_rows(&[path]).unwrap();
+    let modes: Vec<&str> = rows.iter().map(|r| r.recovery.as_str()).collect();
+    assert_eq!(
+        modes,
+        [
+            "none",
+            "FEC only",
+            "retransmission only",
+            "FEC + retransmission"
+        ]
+    );
+    assert!(rows.iter().all(|r| r.scenario == "lossy"));
+    assert_eq!(rows[0].wire_ratio, 1.0);
+    assert!(rows[1].wire_ratio > 1.0, "parity costs bytes");
+    assert!(
+        rows[3].on_time > rows[0].on_time + 0.05,
+        "{} vs {}",
+        rows[3].on_time,
+        rows[0].on_time
+    );
+}
