@@ -12,6 +12,14 @@ use std::collections::BTreeMap;
 /// Frames noted at most before the oldest are resolved by force.
 pub const MAX_FRAMES: usize = 4096;
 
+/// Bitmap words (64 fragments each) held at most, so that frames declaring huge fragment
+/// counts cannot make the meter large: 64 KiB words, 512 KiB.
+pub const MAX_WORDS: usize = 64 * 1024;
+
+/// Loss before recovery above this, over a report interval, is an outage or a collapsed path:
+/// neither parity nor a lower rate repairs it.
+pub const OUTAGE_LOSS: f64 = 0.3;
+
 /// Frame numbers resolved at most in one call; a larger jump skips the rest uncounted (a
 /// sender does not skip thousands of frames, and a forged number must not cost a long loop).
 const MAX_RESOLVE: u64 = 4096;
@@ -32,6 +40,8 @@ pub struct LossCounts {
 pub struct LossMeter {
     /// Frame number → (fragment count, arrived bitmap).
     frames: BTreeMap<u64, (u16, Vec<u64>)>,
+    /// Bitmap words held in `frames`.
+    words: usize,
     /// Every frame below this is resolved.
     resolved: u64,
     /// Whether the last resolved fragment was missing (a run continues).
@@ -51,23 +61,25 @@ impl LossMeter {
             return;
         }
         let words = usize::from(count).div_ceil(64);
-        let entry = self
-            .frames
-            .entry(seq)
-            .or_insert_with(|| (count, vec![0; words]));
+        let entry = self.frames.entry(seq).or_insert_with(|| {
+            self.words += words;
+            (count, vec![0; words])
+        });
         if entry.0 != count {
             // A re-cut: only the newer (finer) cut counts.
             if count < entry.0 {
                 return;
             }
+            self.words = self.words - entry.1.len() + words;
             *entry = (count, vec![0; words]);
         }
         if let Some(w) = entry.1.get_mut(usize::from(index) / 64) {
             *w |= 1 << (index % 64);
         }
-        if self.frames.len() > MAX_FRAMES
-            && let Some((&oldest, _)) = self.frames.first_key_value()
-        {
+        while self.frames.len() > MAX_FRAMES || self.words > MAX_WORDS {
+            let Some((&oldest, _)) = self.frames.first_key_value() else {
+                break;
+            };
             self.resolve_through(oldest);
         }
     }
@@ -82,6 +94,7 @@ impl LossMeter {
         for s in start..end {
             match self.frames.remove(&s) {
                 Some((count, bits)) => {
+                    self.words -= bits.len();
                     for i in 0..count {
                         let got = bits
                             .get(usize::from(i) / 64)
@@ -94,7 +107,9 @@ impl LossMeter {
         }
         // Anything noted below a skipped range goes uncounted.
         while self.frames.first_key_value().is_some_and(|(&s, _)| s < end) {
-            self.frames.pop_first();
+            if let Some((_, (_, bits))) = self.frames.pop_first() {
+                self.words -= bits.len();
+            }
         }
         self.resolved = end;
     }
@@ -143,6 +158,20 @@ mod tests {
     }
 
     #[test]
+    fn frames_declaring_huge_fragment_counts_stay_within_the_word_bound() {
+        let mut m = LossMeter::default();
+        for seq in 0..1000 {
+            m.on_fragment(seq, 0, u16::MAX);
+            assert!(m.words <= MAX_WORDS);
+        }
+        assert!(m.frames.len() < 100, "{} frames held", m.frames.len());
+        assert!(
+            m.counts().expected > 0,
+            "the oldest were resolved, not dropped"
+        );
+    }
+
+    #[test]
     fn a_huge_jump_costs_a_bounded_loop() {
         let mut m = LossMeter::default();
         m.on_fragment(0, 0, 1);
@@ -165,6 +194,8 @@ mod tests {
                 prop_assert!(c.missing <= c.expected);
                 prop_assert!(c.runs <= c.missing);
                 prop_assert!(m.frames.len() <= MAX_FRAMES + 1);
+                prop_assert!(m.words <= MAX_WORDS);
+                prop_assert_eq!(m.words, m.frames.values().map(|(_, b)| b.len()).sum::<usize>());
             }
         }
     }

@@ -17,6 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::loss::OUTAGE_LOSS;
+
 /// How often the target is revisited.
 pub const UPDATE_EVERY: Duration = Duration::from_millis(100);
 /// A queued frame waiting longer than this means the path does not take the stream.
@@ -25,8 +27,6 @@ pub const BACKLOG: Duration = Duration::from_millis(100);
 pub const LOSS_CUT: f64 = 0.10;
 /// A queueing delay (reported by the receiver) above this counts as congestion: the path holds the stream in a queue rather than carrying it.
 pub const QUEUE_CUT_US: u64 = 60_000;
-/// Above this it is an outage, which no rate cures.
-const OUTAGE_LOSS: f64 = 0.3;
 const DECREASE: f64 = 0.85;
 const PACING_SHARE: f64 = 0.9;
 const INCREASE: f64 = 1.03;

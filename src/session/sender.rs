@@ -20,6 +20,7 @@ use super::{End, Handshake, MAX_CONTROL_BACKLOG, SOFTWARE, handshake, queue_cont
 use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
+use crate::loss::OUTAGE_LOSS;
 use crate::packetize::{Fragments, WireFrame};
 use crate::rate::{RateController, RateInputs};
 use crate::retransmit::{RetransmitStats, RetransmitStore};
@@ -715,8 +716,6 @@ impl SenderSession {
     /// at once, a fall smoothed, so parity follows loss up quickly and down slowly.
     fn on_report(&mut self, now: Instant, r: &Report) {
         const MIN_FRAGMENTS: u64 = 50;
-        /// Loss above this between two reports is an outage, not something parity repairs.
-        const OUTAGE_LOSS: f64 = 0.3;
         self.check_fec_effect(now, r);
         let base = self.loss_mark.unwrap_or_default();
         let expected = r.fragments_expected.saturating_sub(base.fragments_expected);
