@@ -400,6 +400,7 @@ fn help_lists_the_documented_flags() {
         "--hist-out",
         "--quiet",
         "--loopback",
+        "--transport",
     ] {
         assert!(help.contains(flag), "rtq-send --help lacks {flag}");
     }
@@ -437,6 +438,11 @@ fn recovery_and_adaptation_flags_are_checked_before_connecting() {
         (&["--fec", "lots"][..], "--fec"),
         (&["--fec", "500%"][..], "out of range"),
         (&["--nack", "maybe"][..], "use on or off"),
+        (&["--transport", "tcp"][..], "datagram, stream"),
+        (
+            &["--transport", "stream", "--fec", "25%"][..],
+            "does not apply to --transport stream",
+        ),
     ] {
         let out = send_bin()
             .args(["--connect", "127.0.0.1:9", "--insecure", "--quiet"])

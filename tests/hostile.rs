@@ -91,6 +91,17 @@ async fn hostile(addr: SocketAddr) -> SocketAddr {
         .await
         .unwrap();
 
+    // Frame streams with broken framing: an empty record, a record over the size limit, and a
+    // stream that ends inside a record. Each is given up and counted once.
+    for bytes in [
+        &[0u8, 0][..],
+        &[0xff, 0xff, 1, 2, 3][..],
+        &[0x00, 0x40, 1, 2, 3][..],
+    ] {
+        let mut uni = conn.open_uni().await.unwrap();
+        uni.write_all(bytes).await.unwrap();
+        uni.finish().unwrap();
+    }
     let send = |d: Bytes| conn.send_datagram_wait(d);
     // One of each malformation.
     send(Bytes::from_static(b"short")).await.unwrap(); // truncated
@@ -221,6 +232,7 @@ async fn hostile_input_is_counted_bounded_and_harmless_to_neighbours() {
     assert_eq!(d.bad_length, 1, "{d:?}");
     assert_eq!(d.too_large, 1, "{d:?}");
     assert_eq!(d.decompress_failed, 1, "{d:?}");
+    assert_eq!(d.bad_stream, 3, "{d:?}");
     assert_eq!(r.control_errors.unknown_type, 1);
     assert_eq!(r.control_errors.oversized, 1);
     let re = r.reassembly.expect("reassembly counters");

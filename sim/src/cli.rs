@@ -235,6 +235,11 @@ pub struct SessionArgs {
     /// Congestion controller of both ends: bbr, cubic, newreno [default: bbr].
     #[arg(long, value_name = "CC", help_heading = "Session")]
     pub congestion: Option<String>,
+    /// How frames travel: datagram (rtq: QUIC datagrams, FEC, retransmission within the
+    /// deadline) or stream (each frame on its own QUIC stream, reset at the deadline: the
+    /// reliable baseline; --fec and --nack do not apply) [default: datagram].
+    #[arg(long, value_name = "datagram|stream", help_heading = "Session")]
+    pub transport: Option<String>,
 }
 
 /// `rtq-sim run`.
@@ -370,6 +375,7 @@ impl SessionArgs {
             },
             transport: crate::scenario::TransportSpec {
                 congestion: self.congestion.clone(),
+                frames: self.transport.clone(),
             },
             link: link.spec(),
             forward: LinkSpec::default(),

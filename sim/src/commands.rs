@@ -129,13 +129,33 @@ pub fn run_scenario(
     outcome
 }
 
-/// The recovery settings `rtq-sim compare` runs each scenario with: (label, FEC, NACK).
-pub const RECOVERY_MODES: [(&str, &str, &str); 4] = [
-    ("none", "off", "off"),
-    ("FEC only", "auto", "off"),
-    ("retransmission only", "off", "on"),
-    ("FEC + retransmission", "auto", "on"),
+/// The modes `rtq-sim compare` runs each scenario in: label, FEC, retransmission, rate
+/// adaptation, frame transport. The stream baseline runs once more, at the smallest fixed
+/// playout delay that plays 99.9 % of its frames (found by [`stream_playout_for`]), so that
+/// the two transports are also compared at the same delivery.
+pub const RECOVERY_MODES: [(&str, &str, &str, bool, &str); 6] = [
+    ("none", "off", "off", false, "datagram"),
+    ("FEC only", "auto", "off", false, "datagram"),
+    ("retransmission only", "off", "on", false, "datagram"),
+    ("FEC + retransmission", "auto", "on", false, "datagram"),
+    (
+        "FEC + retransmission, --adapt",
+        "auto",
+        "on",
+        true,
+        "datagram",
+    ),
+    (
+        "stream (one QUIC stream per frame)",
+        "off",
+        "off",
+        false,
+        "stream",
+    ),
 ];
+
+/// The delivery the stream baseline's fixed playout delay is searched for.
+pub const STREAM_TARGET_ON_TIME: f64 = 0.999;
 
 /// One row of `rtq-sim compare`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -144,9 +164,13 @@ pub struct CompareRow {
     pub scenario: String,
     /// Recovery label (see [`RECOVERY_MODES`]).
     pub recovery: String,
+    /// `datagram` or `stream`.
+    pub transport: String,
+    /// The fixed playout delay of the row, ms (`null`: adaptive).
+    pub playout_ms: Option<u64>,
     /// Frames played on time / frames sent.
     pub on_time: f64,
-    /// End-to-end p50 and p99, µs.
+    /// End-to-end p50, µs.
     pub e2e_p50_us: u64,
     /// End-to-end p99, µs.
     pub e2e_p99_us: u64,
@@ -158,32 +182,88 @@ pub struct CompareRow {
     pub rtt_us: u64,
 }
 
+fn compare_run(
+    file: &crate::scenario::ScenarioFile,
+    path: &std::path::Path,
+    mode: (&str, &str, &str, bool, &str),
+    playout_ms: Option<u64>,
+) -> anyhow::Result<crate::run::RunOutcome> {
+    let (_, fec, nack, adapt, frames) = mode;
+    let over = crate::scenario::ScenarioFile {
+        source: crate::scenario::SourceSpec {
+            fec: Some(fec.into()),
+            nack: Some(nack.into()),
+            adapt: Some(adapt),
+            ..Default::default()
+        },
+        receiver: crate::scenario::ReceiverSpec {
+            jitter: playout_ms.map(|ms| format!("fixed:{ms}ms")),
+            ..Default::default()
+        },
+        transport: crate::scenario::TransportSpec {
+            frames: Some(frames.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let scenario = file
+        .merged(&over)
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    crate::vtime::run(&scenario, |_| {}, || false)
+}
+
+/// The smallest fixed playout delay (whole ms, up to the scenario's longest playout delay)
+/// at which the stream baseline plays [`STREAM_TARGET_ON_TIME`] of its frames, with that run;
+/// `None` if even the longest does not. A fixed delay does not change what the network does
+/// (the sender's behaviour does not depend on it with streams), so more delay never plays
+/// fewer frames and a bisection finds it.
+pub fn stream_playout_for(
+    file: &crate::scenario::ScenarioFile,
+    path: &std::path::Path,
+) -> anyhow::Result<Option<(u64, crate::run::RunOutcome)>> {
+    let mode = RECOVERY_MODES[5];
+    let max_ms = file
+        .clone()
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        .max_delay
+        .as_millis()
+        .try_into()
+        .unwrap_or(u64::MAX);
+    let top = compare_run(file, path, mode, Some(max_ms))?;
+    if top.report.on_time_ratio() < STREAM_TARGET_ON_TIME {
+        return Ok(None);
+    }
+    let (mut lo, mut hi, mut best) = (0u64, max_ms, top);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let run = compare_run(file, path, mode, Some(mid))?;
+        if run.report.on_time_ratio() >= STREAM_TARGET_ON_TIME {
+            hi = mid;
+            best = run;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(Some((hi, best)))
+}
+
 /// Runs every scenario with every recovery mode, in virtual time.
 pub fn compare_rows(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<CompareRow>> {
     let mut rows = Vec::new();
     for path in files {
         let file = crate::scenario::ScenarioFile::load(path).map_err(anyhow::Error::msg)?;
         let mut base_wire = None;
-        for (label, fec, nack) in RECOVERY_MODES {
-            let over = crate::scenario::ScenarioFile {
-                source: crate::scenario::SourceSpec {
-                    fec: Some(fec.into()),
-                    nack: Some(nack.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let scenario = file
-                .merged(&over)
-                .resolve()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let outcome = crate::vtime::run(&scenario, |_| {}, || false)?;
+        let mut row = |label: String, outcome: &crate::run::RunOutcome, playout_ms| {
             let r = &outcome.report;
             let wire = r.sender.bytes.wire;
             let base = *base_wire.get_or_insert(wire);
-            rows.push(CompareRow {
-                scenario: scenario.name.clone(),
-                recovery: label.into(),
+            CompareRow {
+                scenario: r.scenario.name.clone(),
+                recovery: label,
+                transport: r.scenario.transport.to_string(),
+                playout_ms,
                 on_time: r.on_time_ratio(),
                 e2e_p50_us: r.receiver.latency_us.end_to_end.p50,
                 e2e_p99_us: r.receiver.latency_us.end_to_end.p99,
@@ -194,7 +274,34 @@ pub fn compare_rows(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<CompareR
                     0.0
                 },
                 rtt_us: r.sender.quic.rtt_us,
-            });
+            }
+        };
+        let video = matches!(
+            file.clone().resolve().map(|s| s.source),
+            Ok(rtq::source::SourceKind::Video { .. })
+        );
+        for mode in RECOVERY_MODES {
+            if mode.3 && !video {
+                // Only the video source adapts its rate.
+                continue;
+            }
+            let outcome = compare_run(&file, path, mode, None)?;
+            rows.push(row(mode.0.into(), &outcome, None));
+        }
+        match stream_playout_for(&file, path)? {
+            Some((ms, outcome)) => rows.push(row(
+                format!(
+                    "stream, fixed playout for ≥ {:.1} %",
+                    STREAM_TARGET_ON_TIME * 100.0
+                ),
+                &outcome,
+                Some(ms),
+            )),
+            None => eprintln!(
+                "rtq-sim compare: {}: the stream baseline plays < {:.1} % of frames even at the longest playout delay",
+                path.display(),
+                STREAM_TARGET_ON_TIME * 100.0
+            ),
         }
     }
     Ok(rows)
@@ -204,14 +311,16 @@ pub fn compare_rows(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<CompareR
 pub fn compare(a: &CompareArgs) -> anyhow::Result<ExitCode> {
     let rows = compare_rows(&a.scenarios)?;
     println!(
-        "| scenario | recovery | on time | end-to-end p50 / p99 | bytes on the wire | QUIC RTT |"
+        "| scenario | recovery | playout | on time | end-to-end p50 / p99 | bytes on the wire | QUIC RTT |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.2} % | {:.0} / {:.0} ms | {:.2}× | {:.0} ms |",
+            "| {} | {} | {} | {:.2} % | {:.0} / {:.0} ms | {:.2}× | {:.0} ms |",
             r.scenario,
             r.recovery,
+            r.playout_ms
+                .map_or_else(|| "adaptive".into(), |ms| format!("fixed {ms} ms")),
             r.on_time * 100.0,
             r.e2e_p50_us as f64 / 1000.0,
             r.e2e_p99_us as f64 / 1000.0,

@@ -105,6 +105,7 @@ pub(crate) fn receiver_options(scenario: &Scenario) -> RecvOptions {
 /// The sender's session settings of a simulated run.
 pub(crate) fn sender_config(scenario: &Scenario) -> SenderConfig {
     SenderConfig {
+        transport: scenario.transport,
         compress: scenario.compress,
         fec: scenario.fec,
         nack: scenario.nack,

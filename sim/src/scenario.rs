@@ -38,6 +38,7 @@ use rtq::compress::CompressLevel;
 use rtq::fec::FecMode;
 use rtq::jitter::JitterMode;
 use rtq::net::transport::Congestion;
+use rtq::session::FrameTransport;
 use rtq::source::SourceKind;
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +123,9 @@ pub enum SourceName {
 pub struct TransportSpec {
     /// Congestion controller: `cubic`, `bbr` or `newreno`.
     pub congestion: Option<String>,
+    /// How frames travel: `datagram` (rtq) or `stream` (one QUIC stream per frame, the
+    /// reliable baseline).
+    pub frames: Option<String>,
 }
 
 /// The receiver, as `rtq-recv`'s flags give it.
@@ -204,6 +208,11 @@ impl ScenarioFile {
                     .congestion
                     .clone()
                     .or_else(|| self.transport.congestion.clone()),
+                frames: over
+                    .transport
+                    .frames
+                    .clone()
+                    .or_else(|| self.transport.frames.clone()),
             },
             link: self.link.merged(&over.link),
             forward: self.forward.merged(&over.forward),
@@ -316,6 +325,13 @@ impl ScenarioFile {
                 ));
             }
         };
+        let transport = match self.transport.frames.as_deref().unwrap_or("datagram") {
+            "datagram" => FrameTransport::Datagram,
+            "stream" => FrameTransport::Stream,
+            other => {
+                return Err(format!("transport: frames `{other}`: datagram or stream"));
+            }
+        };
         let duration = self.duration.map_or(Duration::from_secs(30), |d| d.0);
         if duration.is_zero() || duration > Duration::from_secs(24 * 3600) {
             return Err("duration: between 1ms and 24h".into());
@@ -341,6 +357,7 @@ impl ScenarioFile {
                 .max_delay
                 .map_or(Duration::from_secs(2), |d| d.0),
             congestion,
+            transport,
             forward,
             reverse,
             schedule: steps,
@@ -401,6 +418,9 @@ pub struct Scenario {
     /// Congestion controller.
     #[serde(serialize_with = "ser_display")]
     pub congestion: Congestion,
+    /// How frames travel.
+    #[serde(serialize_with = "ser_display")]
+    pub transport: FrameTransport,
     /// Sender → receiver.
     pub forward: LinkConfig,
     /// Receiver → sender.

@@ -14,7 +14,7 @@ use crate::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use crate::net::sender::{SendOptions, SourceSpec};
 use crate::net::tls::{DEFAULT_NAMES, Identity, Trust, load_certs};
 use crate::net::{Shutdown, trigger_on_signals};
-use crate::session::{End, ReceiverConfig, SenderConfig};
+use crate::session::{End, FrameTransport, ReceiverConfig, SenderConfig};
 use crate::source::SourceKind;
 
 /// Stream live frames to an rtq receiver over QUIC datagrams, with the lowest possible delay.
@@ -88,6 +88,16 @@ pub struct SendArgs {
     /// Send again the fragments the receiver asks for, while their frames can still play.
     #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
     pub nack: bool,
+    /// How frames travel: `datagram` (QUIC datagrams with FEC and retransmission within the
+    /// deadline) or `stream` (each frame on its own QUIC stream, reset at --deadline; QUIC
+    /// retransmits every loss, --fec and --nack do not apply): the reliable baseline, for
+    /// comparisons.
+    #[arg(
+        long = "transport",
+        default_value = "datagram",
+        value_name = "datagram|stream"
+    )]
+    pub frame_transport: FrameTransport,
     /// Drop a frame not on the wire this long after capture, instead of sending it late.
     #[arg(long, value_parser = duration_arg, default_value = "500ms", value_name = "DURATION")]
     pub deadline: Duration,
@@ -171,7 +181,14 @@ impl SendArgs {
                 );
             }
         };
+        if self.frame_transport == FrameTransport::Stream && matches!(self.fec, FecMode::Fixed(_)) {
+            return Err(
+                "--fec PERCENT does not apply to --transport stream (QUIC retransmits stream data): drop one of the two"
+                    .into(),
+            );
+        }
         let cfg = SenderConfig {
+            transport: self.frame_transport,
             compress: self.compress,
             fec: self.fec,
             nack: self.nack,

@@ -16,6 +16,7 @@
 //! most the 64 KiB buffer); those frames are counted lost by the receiver.
 
 pub mod bbr;
+pub mod frames;
 pub mod io;
 pub mod receiver;
 pub mod sender;

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::frames::{FrameReader, MAX_FRAME_STREAMS, StreamItem};
 use super::io::{Output, Refused, SessionOutput, Stream};
 use super::tls::{Fingerprint, Identity, server_config};
 use super::transport::{TransportOptions, transport_config};
@@ -137,7 +138,10 @@ impl Receiver {
         identity: Identity,
     ) -> Result<quinn::ServerConfig, RecvError> {
         let mut server = server_config(identity)?;
-        server.transport_config(Arc::new(transport_config(&opts.transport)));
+        let mut transport = transport_config(&opts.transport);
+        // A sender with `--transport stream` opens one stream per frame in flight.
+        transport.max_concurrent_uni_streams(MAX_FRAME_STREAMS.into());
+        server.transport_config(Arc::new(transport));
         Ok(server)
     }
 
@@ -291,6 +295,8 @@ async fn serve(
 
     let mut ctl: Option<ControlPipe> = None;
     let mut ctl_accepted = false;
+    // Frame streams, should the sender use `--transport stream`.
+    let mut frames = FrameReader::spawn(conn.clone());
     let start = now();
     let mut next_status = start + STATUS_INTERVAL;
     let mut last_bytes = 0u64;
@@ -370,6 +376,10 @@ async fn serve(
             d = conn.read_datagram() => match d {
                 Ok(d) => session.handle_datagram(now(), d),
                 Err(e) => out.flush(session.connection_lost(now(), &explain(&e))).await,
+            },
+            item = frames.recv() => match item {
+                StreamItem::Record(r) => session.handle_stream_record(now(), r),
+                StreamItem::Bad => session.frame_stream_failed(),
             },
             () = &mut sleep => {}
         }

@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::frames::FrameWriter;
 use super::io::{Input, Stream};
 use super::tls::{Trust, client_config};
-use super::transport::{TransportOptions, queue_allowance, transport_config};
+use super::transport::{
+    TransportOptions, queue_allowance, stream_loss_detection, transport_config,
+};
 use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
-use crate::session::{End, Outgoing, SenderConfig, SenderSession};
+use crate::session::{End, FrameTransport, Outgoing, SenderConfig, SenderSession};
 use crate::source::{SourceKind, SyntheticSource};
 use crate::stats::LatencyHistogram;
 use crate::stats::report::SessionReport;
@@ -146,7 +149,11 @@ pub async fn run_on(
         .clone()
         .unwrap_or_else(|| host_of(&opts.connect));
     let mut client_cfg = client_config(opts.trust.clone())?;
-    client_cfg.transport_config(Arc::new(transport_config(&opts.transport)));
+    let mut transport = transport_config(&opts.transport);
+    if opts.session.transport == FrameTransport::Stream {
+        stream_loss_detection(&mut transport);
+    }
+    client_cfg.transport_config(Arc::new(transport));
     let connect_err = |why: String| SendError::Connect { addr, why };
     let connecting = endpoint
         .connect_with(client_cfg, addr, &server_name)
@@ -226,8 +233,16 @@ async fn drive(
     let mut status = Status::new(start);
     let mut stopping = false;
     let mut next_pacing_read = start;
+    // `--transport stream`: each frame on a stream of its own instead of datagrams.
+    let mut frames =
+        (session.transport() == FrameTransport::Stream).then(|| FrameWriter::new(conn.clone()));
     loop {
         let t = now();
+        if let Some(w) = &frames {
+            for _ in 0..w.take_resets() {
+                session.stream_reset();
+            }
+        }
         if session.target_rate_bps().is_some() && t >= next_pacing_read {
             // A boxed clone of the controller: read it now and then, not per datagram.
             next_pacing_read = t + PACING_READ_EVERY;
@@ -278,7 +293,13 @@ async fn drive(
                 .datagram_send_buffer
                 .saturating_sub(conn.datagram_send_buffer_space())
         };
-        if pending.is_none() && buffered(conn) < window {
+        if let Some(w) = frames.as_mut() {
+            while w.can_take()
+                && let Some(out) = session.poll_outgoing(t, crate::wire::stream::MAX_RECORD)
+            {
+                w.push(&out);
+            }
+        } else if pending.is_none() && buffered(conn) < window {
             while let Some(out) = session.poll_outgoing(t, conn.max_datagram_size().unwrap_or(0)) {
                 // Queue it without letting quinn drop an older one: `send_datagram_wait` takes
                 // it at once when there is room, and otherwise waits (polled below).
@@ -326,9 +347,13 @@ async fn drive(
         {
             wake = Some(wake.map_or(src.next_due(), |w| w.min(src.next_due())));
         }
-        if pending.is_none() && session.has_datagram() && buffered(conn) >= window {
-            // Held back for the congestion window: QUIC signals no room until it is full, so
-            // look again shortly.
+        let held_back = match frames.as_mut() {
+            Some(w) => session.has_datagram() && !w.can_take(),
+            None => pending.is_none() && session.has_datagram() && buffered(conn) >= window,
+        };
+        if held_back {
+            // Held back for the congestion window (or, with frame streams, for streams in
+            // flight): QUIC signals no room until it is full, so look again shortly.
             wake = Some(wake.map_or(t + HOLD_BACK_POLL, |w| w.min(t + HOLD_BACK_POLL)));
         }
         let wake = wake.unwrap_or_else(|| t + Duration::from_secs(3600));
@@ -385,6 +410,11 @@ async fn drive(
     }
     if let Some((_, out)) = pending.take() {
         session.abandon(&out);
+    }
+    if let Some(w) = &frames {
+        for _ in 0..w.take_resets() {
+            session.stream_reset();
+        }
     }
     if let Some(c) = ctl {
         // Our goodbye must be read before the close, or the close would discard it.

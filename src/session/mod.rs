@@ -23,6 +23,28 @@ pub use sender::{FrameRejected, Outgoing, SenderConfig, SenderSession, SenderSta
 
 use crate::wire::CloseCode;
 
+/// How frames travel from sender to receiver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FrameTransport {
+    /// Fragments in QUIC datagrams (RFC 9221), recovered by FEC and deadline-aware
+    /// retransmission: rtq's transport.
+    #[default]
+    Datagram,
+    /// Each frame on its own unidirectional QUIC stream, reset at the frame's deadline (what
+    /// moq-lite does): QUIC retransmits every loss. The baseline rtq is compared against; FEC
+    /// and rtq's retransmission are off.
+    Stream,
+}
+
+impl std::fmt::Display for FrameTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Datagram => "datagram",
+            Self::Stream => "stream",
+        })
+    }
+}
+
 /// Largest backlog of control bytes a session keeps for its shell to write. Past it, periodic
 /// messages (reports, pongs) are dropped rather than queued: a peer that does not read its
 /// control stream cannot make us buffer without bound.

@@ -266,6 +266,9 @@ pub struct ReceiverSession {
     delays: Delays,
     interarrival: InterarrivalJitter,
     queueing: QueueingDelay,
+    /// Fragments have come on frame streams (`--transport stream`): QUIC retransmits, so
+    /// nothing is asked again.
+    stream_transport: bool,
     stats: ReceiverStats,
 }
 
@@ -300,6 +303,7 @@ impl ReceiverSession {
             delays: Delays::default(),
             interarrival: InterarrivalJitter::default(),
             queueing: QueueingDelay::default(),
+            stream_transport: false,
             stats: ReceiverStats::default(),
         };
         let hello = Hello {
@@ -388,6 +392,34 @@ impl ReceiverSession {
             self.handle_parity(now, datagram);
         } else {
             self.handle_fragment(now, datagram, Origin::Wire);
+        }
+    }
+
+    /// Takes one record of a frame stream (`--transport stream`): a fragment as it would have
+    /// come in a datagram. From the first one on, the session asks for nothing again (QUIC
+    /// retransmits stream data).
+    pub fn handle_stream_record(&mut self, now: Instant, record: Bytes) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        if !self.stream_transport {
+            self.stream_transport = true;
+            self.asked.clear();
+        }
+        self.handle_datagram(now, record);
+    }
+
+    /// The shell gave up a frame stream whose framing was invalid (counted as `bad_stream`).
+    pub fn frame_stream_failed(&mut self) {
+        self.stats.dropped.bad_stream();
+    }
+
+    /// How frames reach this session: by stream once a frame stream has delivered a record.
+    pub fn transport(&self) -> super::FrameTransport {
+        if self.stream_transport {
+            super::FrameTransport::Stream
+        } else {
+            super::FrameTransport::Datagram
         }
     }
 
@@ -786,7 +818,9 @@ impl ReceiverSession {
             match t {
                 Timer::Ping => self.send_ping(now),
                 Timer::Nack => {
-                    self.ask_again(now);
+                    if !self.stream_transport {
+                        self.ask_again(now);
+                    }
                     self.timers.set(Timer::Nack, now + NACK_SCAN);
                 }
                 Timer::Report => {
@@ -1112,6 +1146,7 @@ impl ReceiverSession {
                 total: g.frames_dropped,
                 ..Default::default()
             },
+            reset: 0,
             output_dropped: 0,
         };
         let js = self.jitter.stats();
@@ -1123,6 +1158,7 @@ impl ReceiverSession {
                 .end
                 .as_ref()
                 .map_or_else(|| "running".into(), End::describe),
+            transport: self.transport().to_string(),
             frames,
             bytes: ByteReport {
                 payload: st.bytes_payload,
@@ -1195,6 +1231,8 @@ mod tests {
         ctl_to_rx: Vec<(Instant, Bytes)>,
         ctl_to_tx: Vec<(Instant, Bytes)>,
         drop: DropFn,
+        /// Fragments reach the receiver as frame-stream records (`--transport stream`).
+        records: bool,
     }
 
     impl Pair {
@@ -1219,6 +1257,7 @@ mod tests {
                 ctl_to_rx: Vec::new(),
                 ctl_to_tx: Vec::new(),
                 drop: Box::new(|_| false),
+                records: false,
             }
         }
 
@@ -1249,7 +1288,11 @@ mod tests {
                 self.in_flight.drain(..).partition(|(at, _)| *at <= now);
             self.in_flight = later;
             for (_, d) in due {
-                self.rx.handle_datagram(now, d);
+                if self.records {
+                    self.rx.handle_stream_record(now, d);
+                } else {
+                    self.rx.handle_datagram(now, d);
+                }
             }
             self.tx.handle_timeout(now);
             self.rx.handle_timeout(now);
@@ -1486,6 +1529,32 @@ mod tests {
         // Loss before recovery counts the fragments that needed asking for.
         let loss = rx.recovery.loss_before_recovery;
         assert!((0.12..0.16).contains(&loss), "loss before recovery {loss}");
+    }
+
+    #[test]
+    fn fragments_from_frame_streams_are_never_asked_for_again() {
+        // The sender asks for retransmission and FEC; the stream transport turns both off,
+        // and a receiver fed stream records asks for nothing (QUIC repairs stream losses; a
+        // fragment missing here was reset by the sender).
+        let tx = SenderConfig {
+            transport: crate::session::FrameTransport::Stream,
+            compress: crate::compress::CompressLevel::Off,
+            ..Default::default()
+        };
+        let mut p = Pair::with_sender(tx, fixed(150), Duration::from_millis(10));
+        p.records = true;
+        p.drop = every_nth_original(7);
+        stream(&mut p, 30, 5000);
+        let (rx, tx) = (p.rx.report(p.now), p.tx.report(p.now));
+        assert_eq!(
+            (rx.transport.as_str(), tx.transport.as_str()),
+            ("stream", "stream")
+        );
+        assert_eq!(rx.recovery.retransmit_requests, 0, "{:?}", rx.recovery);
+        assert_eq!(tx.recovery.parity_sent, 0);
+        assert_eq!(tx.recovery.fec_mode, "off");
+        assert!(rx.frames.lost > 10, "{:?}", rx.frames);
+        assert_eq!(rx.frames.played + rx.frames.lost, 30);
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{debug, trace};
 
-use super::{End, Handshake, MAX_CONTROL_BACKLOG, SOFTWARE, handshake, queue_control};
+use super::{
+    End, FrameTransport, Handshake, MAX_CONTROL_BACKLOG, SOFTWARE, handshake, queue_control,
+};
 use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
@@ -54,6 +56,9 @@ const FEC_SUSPENSION: Duration = Duration::from_secs(5);
 /// the wire within 500 ms of capture is dropped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SenderConfig {
+    /// How frames travel. With [`FrameTransport::Stream`], `fec` and `nack` do not apply
+    /// (QUIC retransmits) and the shell writes each frame's fragments on a stream of its own.
+    pub transport: FrameTransport,
     /// Compression level.
     pub compress: CompressLevel,
     /// Forward error correction.
@@ -83,6 +88,7 @@ pub struct SenderConfig {
 impl Default for SenderConfig {
     fn default() -> Self {
         Self {
+            transport: FrameTransport::Datagram,
             compress: CompressLevel::Fast,
             fec: FecMode::default(),
             nack: true,
@@ -128,6 +134,9 @@ pub struct Outgoing {
     pub deadline: Instant,
     /// The frame's last datagram.
     pub last_of_frame: bool,
+    /// The sequence number of the frame the datagram is a fragment of (`None` for parity and
+    /// retransmissions). A stream shell writes fragments of one frame on one stream.
+    pub frame: Option<u64>,
 }
 
 /// Why [`SenderSession::push_frame`] refused a frame (it is counted either way).
@@ -179,6 +188,9 @@ pub struct SenderStats {
     pub retransmit: RetransmitStats,
     /// Retransmission requests ignored (`nack` off).
     pub nack_ignored: u64,
+    /// `--transport stream`: frames whose stream the shell reset at their deadline before the
+    /// receiver had acknowledged all of it.
+    pub frames_reset: u64,
 }
 
 #[derive(Debug)]
@@ -241,7 +253,12 @@ pub struct SenderSession {
 
 impl SenderSession {
     /// A new session; its hello is ready in [`poll_control`](Self::poll_control).
-    pub fn new(cfg: SenderConfig, anchor: ClockAnchor, now: Instant) -> Self {
+    pub fn new(mut cfg: SenderConfig, anchor: ClockAnchor, now: Instant) -> Self {
+        if cfg.transport == FrameTransport::Stream {
+            // QUIC retransmits stream data: parity and rtq's own retransmission have no part.
+            cfg.fec = FecMode::Off;
+            cfg.nack = false;
+        }
         let mut s = Self {
             compressor: Compressor::new(cfg.compress),
             fec: FecEncoder::new(cfg.fec),
@@ -509,6 +526,7 @@ impl SenderSession {
                 data,
                 deadline,
                 last_of_frame: false,
+                frame: None,
             });
         }
         // Parity of a frame already sent goes before the next frame.
@@ -519,6 +537,7 @@ impl SenderSession {
                 data,
                 deadline,
                 last_of_frame: false,
+                frame: None,
             });
         }
         // With FEC, fragments leave room for the parity header, so that a parity datagram (a
@@ -602,7 +621,20 @@ impl SenderSession {
             data: d,
             deadline,
             last_of_frame,
+            frame: Some(seq),
         })
+    }
+
+    /// `--transport stream`: the shell reset a frame's stream at the frame's deadline before
+    /// the receiver had all of it (counted in the report's `frames.reset`; the receiver counts
+    /// the frame lost or late).
+    pub fn stream_reset(&mut self) {
+        self.stats.frames_reset += 1;
+    }
+
+    /// How frames travel in this session.
+    pub fn transport(&self) -> FrameTransport {
+        self.cfg.transport
     }
 
     /// The shell could not hand `out` to QUIC before its deadline (or is ending): the frame it
@@ -966,6 +998,7 @@ impl SenderSession {
             },
             keyframes: st.keyframes,
             dropped_by_sender: st.dropped,
+            reset: st.frames_reset,
             output_dropped: 0,
         };
         SessionReport {
@@ -976,6 +1009,7 @@ impl SenderSession {
                 .end
                 .as_ref()
                 .map_or_else(|| "running".into(), End::describe),
+            transport: self.cfg.transport.to_string(),
             frames,
             bytes: ByteReport {
                 payload: st.bytes_payload,

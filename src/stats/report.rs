@@ -21,6 +21,10 @@ pub struct SessionReport {
     pub peer: String,
     /// How the session ended (`complete`, `shutdown`, `peer closed`, or an error).
     pub end: String,
+    /// How frames travelled: `datagram` (rtq's transport) or `stream` (`--transport stream`,
+    /// one QUIC stream per frame).
+    #[serde(default = "datagram_transport")]
+    pub transport: String,
     /// Frame counts.
     pub frames: FrameReport,
     /// Byte counts.
@@ -51,6 +55,10 @@ pub struct SessionReport {
     /// QUIC connection figures, filled by the shell.
     #[serde(default)]
     pub quic: QuicReport,
+}
+
+fn datagram_transport() -> String {
+    "datagram".into()
 }
 
 /// Rate adaptation: what the sender asked of its source.
@@ -140,6 +148,11 @@ pub struct FrameReport {
     pub keyframes: u64,
     /// Frames the sender dropped without sending, by reason.
     pub dropped_by_sender: SenderDrops,
+    /// Sender with `--transport stream`: frames whose stream was reset at their deadline
+    /// before the receiver had acknowledged all of it (they went on the wire: the receiver
+    /// counts them lost or late).
+    #[serde(default)]
+    pub reset: u64,
     /// Receiver: played frames the output could not take (its consumer fell behind or failed).
     #[serde(default)]
     pub output_dropped: u64,
@@ -244,6 +257,10 @@ pub struct DatagramDrops {
     /// FEC parity datagrams that failed their checks (`docs/PROTOCOL.md` §3.8).
     #[serde(default)]
     pub bad_parity: u64,
+    /// Frame streams (`--transport stream`) given up because their record framing was
+    /// invalid (`docs/PROTOCOL.md` §2.1); each counts once.
+    #[serde(default)]
+    pub bad_stream: u64,
     /// All of the above.
     pub total: u64,
 }
@@ -278,6 +295,12 @@ impl DatagramDrops {
     /// Counts a parity datagram that failed its checks.
     pub fn bad_parity(&mut self) {
         self.bad_parity += 1;
+        self.total += 1;
+    }
+
+    /// Counts a frame stream given up for invalid framing.
+    pub fn bad_stream(&mut self) {
+        self.bad_stream += 1;
         self.total += 1;
     }
 

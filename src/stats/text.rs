@@ -61,6 +61,16 @@ pub fn summary(title: &str, r: &SessionReport) -> String {
             );
         }
     }
+    if r.transport == "stream" {
+        let _ = match r.role {
+            Role::Sender => writeln!(
+                out,
+                "  transport one QUIC stream per frame; {} streams reset at their deadline",
+                f.reset
+            ),
+            Role::Receiver => writeln!(out, "  transport one QUIC stream per frame"),
+        };
+    }
     let b = &r.bytes;
     let _ = writeln!(
         out,
@@ -172,6 +182,7 @@ mod tests {
             duration_s: 10.0,
             peer: "127.0.0.1:1".into(),
             end: "complete".into(),
+            transport: "datagram".into(),
             frames: FrameReport {
                 sent: 300,
                 played: 299,

@@ -4,6 +4,9 @@
 //! - **Datagrams** (RFC 9221) carry fragments of media frames; [`datagram`] owns their header.
 //! - **The control stream**, the first bidirectional stream, opened by the sender, carries
 //!   length-prefixed messages in both directions; [`control`] owns them.
+//! - **Frame streams** (only with `--transport stream`, the reliable baseline): one
+//!   unidirectional stream per frame carries its fragments as length-prefixed records;
+//!   [`stream`] owns their framing.
 //!
 //! Parsers take untrusted bytes and return typed values or an error naming what was wrong; they
 //! never panic and never allocate more than the input justifies. `docs/PROTOCOL.md` is the
@@ -12,6 +15,7 @@
 pub mod control;
 pub mod datagram;
 pub mod parity;
+pub mod stream;
 
 pub use control::{
     ControlDecoder, ControlError, ControlMessage, Goodbye, Hello, Nack, NackEntry, Ping, Pong,

@@ -27,12 +27,16 @@ use quinn_proto::{
     SendDatagramError, StreamEvent, StreamId, Transmit, WriteError,
 };
 use rtq::clock::ClockAnchor;
+use rtq::net::frames::{MAX_FRAME_STREAMS, frame_priority};
 use rtq::net::receiver::Receiver;
 use rtq::net::tls::{Trust, client_config};
-use rtq::net::transport::{queue_allowance, transport_config};
-use rtq::session::{End, Outgoing, ReceiverConfig, ReceiverSession, SenderConfig, SenderSession};
+use rtq::net::transport::{queue_allowance, stream_loss_detection, transport_config};
+use rtq::session::{
+    End, FrameTransport, Outgoing, ReceiverConfig, ReceiverSession, SenderConfig, SenderSession,
+};
 use rtq::source::SyntheticSource;
 use rtq::stats::report::SessionReport;
+use rtq::wire::stream::{MAX_RECORD, RECORD_PREFIX, RecordDecoder, encode_record};
 
 use crate::config::{Direction, LinkConfig};
 use crate::link::Path;
@@ -293,7 +297,11 @@ impl World {
         );
 
         let mut client_cfg = client_config(Trust::Pin(fingerprint))?;
-        client_cfg.transport_config(Arc::new(transport_config(&transport)));
+        let mut client_transport = transport_config(&transport);
+        if scenario.transport == FrameTransport::Stream {
+            stream_loss_detection(&mut client_transport);
+        }
+        client_cfg.transport_config(Arc::new(client_transport));
         determinism::seed_client(&mut client_cfg, seed);
         let mut client = Quic::new(
             Endpoint::new(
@@ -534,6 +542,118 @@ fn quic_report(conn: &mut quinn_proto::Connection) -> (rtq::stats::report::QuicR
     (rtq::net::quic_report_of(&stats, max), stats.udp_tx.bytes)
 }
 
+/// A frame on its own stream (`--transport stream`).
+struct FrameStream {
+    id: StreamId,
+    /// What QUIC has not taken yet.
+    held: Bytes,
+    deadline: Instant,
+}
+
+/// The sender's frame streams, as `rtq::net::frames::FrameWriter` keeps them: at most
+/// [`MAX_FRAME_STREAMS`] frames in flight (opened, or waiting for the receiver to grant a
+/// stream), each reset at its deadline unless the receiver acknowledged all of it.
+#[derive(Default)]
+struct FrameStreams {
+    /// The frame whose fragments are being collected.
+    collecting: Option<(u64, bytes::BytesMut)>,
+    /// Whole frames waiting for a stream.
+    waiting: VecDeque<(u64, Bytes, Instant)>,
+    open: Vec<FrameStream>,
+}
+
+impl FrameStreams {
+    fn can_take(&self) -> bool {
+        self.collecting.is_some()
+            || self.open.len() + self.waiting.len() < MAX_FRAME_STREAMS as usize
+    }
+
+    fn push(&mut self, out: &Outgoing) {
+        let Some(seq) = out.frame else {
+            return;
+        };
+        if self.collecting.as_ref().is_none_or(|(s, _)| *s != seq) {
+            self.collecting = Some((seq, bytes::BytesMut::new()));
+        }
+        if let Some((_, buf)) = self.collecting.as_mut() {
+            encode_record(&out.data, buf);
+        }
+        if out.last_of_frame
+            && let Some((seq, buf)) = self.collecting.take()
+        {
+            self.waiting.push_back((seq, buf.freeze(), out.deadline));
+        }
+    }
+
+    /// Opens streams for waiting frames and writes what QUIC takes.
+    fn write(&mut self, conn: &mut quinn_proto::Connection) {
+        while !self.waiting.is_empty() {
+            let Some(id) = conn.streams().open(Dir::Uni) else {
+                break;
+            };
+            if let Some((seq, data, deadline)) = self.waiting.pop_front() {
+                let _ = conn.send_stream(id).set_priority(frame_priority(seq));
+                self.open.push(FrameStream {
+                    id,
+                    held: data,
+                    deadline,
+                });
+            }
+        }
+        for f in self.open.iter_mut().filter(|f| !f.held.is_empty()) {
+            let mut send = conn.send_stream(f.id);
+            match send.write(&f.held) {
+                Ok(n) => {
+                    f.held.advance(n);
+                    if f.held.is_empty() {
+                        let _ = send.finish();
+                    }
+                }
+                Err(WriteError::Blocked) => {}
+                Err(_) => f.held = Bytes::new(),
+            }
+        }
+    }
+
+    /// Resets the streams (and drops the waiting frames) whose deadline has passed; returns
+    /// how many.
+    fn expire(&mut self, now: Instant, conn: &mut quinn_proto::Connection) -> u64 {
+        let mut n = 0;
+        while self.waiting.front().is_some_and(|(_, _, d)| *d <= now) {
+            self.waiting.pop_front();
+            n += 1;
+        }
+        self.open.retain(|f| {
+            if f.deadline > now {
+                return true;
+            }
+            // Fails when the stream is already gone (acknowledged in full): not a reset.
+            if conn
+                .send_stream(f.id)
+                .reset(quinn_proto::VarInt::from_u32(0))
+                .is_ok()
+            {
+                n += 1;
+            }
+            false
+        });
+        n
+    }
+
+    /// The receiver acknowledged all of stream `id` (or stopped it).
+    fn acknowledged(&mut self, id: StreamId) {
+        self.open.retain(|f| f.id != id);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.open
+            .iter()
+            .map(|f| f.deadline)
+            .chain(self.waiting.front().map(|(_, _, d)| *d))
+            .min()
+    }
+}
+
 /// The sender's side: rtq-send's shell (`rtq::net::sender`), over quinn-proto.
 struct SenderApp {
     cfg: SenderConfig,
@@ -551,6 +671,8 @@ struct SenderApp {
     ctl_acked: bool,
     /// A datagram QUIC could not take yet (its buffer was full).
     pending: Option<Outgoing>,
+    /// `--transport stream`: frames on their own streams.
+    frames: FrameStreams,
     /// When the session is done: close the connection by then at the latest.
     close_by: Option<Instant>,
     closed: bool,
@@ -583,6 +705,7 @@ impl SenderApp {
             ctl_held: None,
             ctl_acked: false,
             pending: None,
+            frames: FrameStreams::default(),
             close_by: None,
             closed: false,
             failed: None,
@@ -620,6 +743,7 @@ impl SenderApp {
                 .map(|src| src.next_due()),
             self.stop_at.filter(|_| running),
             self.pending.as_ref().map(|o| o.deadline),
+            self.frames.next_deadline(),
             self.close_by,
         ]
         .into_iter()
@@ -713,6 +837,9 @@ impl App for SenderApp {
             Event::Stream(StreamEvent::Stopped { id, .. }) if Some(id) == self.ctl => {
                 self.ctl_acked = true;
             }
+            Event::Stream(StreamEvent::Finished { id } | StreamEvent::Stopped { id, .. }) => {
+                self.frames.acknowledged(id);
+            }
             _ => {}
         }
     }
@@ -772,13 +899,28 @@ impl App for SenderApp {
         {
             write_control(conn, id, &mut self.ctl_held, || session.poll_control());
         }
+        if session.transport() == FrameTransport::Stream {
+            // As rtq::net::frames: each frame on its own stream, reset at its deadline.
+            for _ in 0..self.frames.expire(now, conn) {
+                session.stream_reset();
+            }
+            while self.frames.can_take()
+                && let Some(out) = session.poll_outgoing(now, MAX_RECORD)
+            {
+                self.frames.push(&out);
+            }
+            self.frames.write(conn);
+        }
         // Hand QUIC no more than it sends in the queue budget (see rtq::net::sender).
         let window = queue_allowance(conn.congestion_state().window(), conn.rtt());
         let buffered = |conn: &mut quinn_proto::Connection| {
             self.datagram_send_buffer
                 .saturating_sub(conn.datagrams().send_buffer_space())
         };
-        if self.pending.is_none() && buffered(conn) < window {
+        if session.transport() == FrameTransport::Datagram
+            && self.pending.is_none()
+            && buffered(conn) < window
+        {
             let max = conn.datagrams().max_size().unwrap_or(0);
             while let Some(out) = session.poll_outgoing(now, max) {
                 match conn.datagrams().send(out.data.clone(), false) {
@@ -834,6 +976,8 @@ struct ReceiverApp {
     ctl: Option<StreamId>,
     ctl_held: Option<Bytes>,
     ctl_ended: bool,
+    /// Frame streams being read (`--transport stream`).
+    readers: std::collections::HashMap<StreamId, RecordDecoder>,
     /// Once the session is done: wait until then for the sender to close.
     close_by: Option<Instant>,
     conn_lost: bool,
@@ -851,6 +995,7 @@ impl ReceiverApp {
             ctl: None,
             ctl_held: None,
             ctl_ended: false,
+            readers: Default::default(),
             close_by: None,
             conn_lost: false,
             report: None,
@@ -900,6 +1045,64 @@ impl ReceiverApp {
         }
     }
 
+    /// Reads what has arrived on frame stream `id` into the session (as `rtq::net::frames`).
+    fn read_frame_stream(
+        &mut self,
+        now: Instant,
+        conn: &mut quinn_proto::Connection,
+        id: StreamId,
+    ) {
+        let Some(dec) = self.readers.get_mut(&id) else {
+            return;
+        };
+        let mut recv = conn.recv_stream(id);
+        let Ok(mut chunks) = recv.read(true) else {
+            self.readers.remove(&id);
+            return;
+        };
+        // Whether the stream is over: ended, reset, or given up.
+        let mut over = false;
+        let mut bad = false;
+        loop {
+            match chunks.next(MAX_RECORD + RECORD_PREFIX) {
+                Ok(Some(c)) => match dec.push(&c.bytes) {
+                    Ok(records) => {
+                        if let Some(s) = self.session.as_mut() {
+                            for r in records {
+                                s.handle_stream_record(now, r);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        bad = true;
+                        over = true;
+                        break;
+                    }
+                },
+                Ok(None) => {
+                    bad = dec.finish().is_err();
+                    over = true;
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(_)) => {
+                    over = true;
+                    break;
+                }
+            }
+        }
+        let _ = chunks.finalize();
+        if bad {
+            let _ = conn.recv_stream(id).stop(quinn_proto::VarInt::from_u32(0));
+            if let Some(s) = self.session.as_mut() {
+                s.frame_stream_failed();
+            }
+        }
+        if over {
+            self.readers.remove(&id);
+        }
+    }
+
     fn finish_report(&mut self, now: Instant, quic: Option<(rtq::stats::report::QuicReport, u64)>) {
         let Some(s) = self.session.as_ref() else {
             return;
@@ -933,6 +1136,15 @@ impl App for ReceiverApp {
                 if let Some(s) = self.session.as_mut() {
                     self.ctl_ended |= read_control(conn, id, |b| s.handle_control(now, b));
                 }
+            }
+            Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
+                while let Some(id) = conn.streams().accept(Dir::Uni) {
+                    self.readers.insert(id, RecordDecoder::new());
+                    self.read_frame_stream(now, conn, id);
+                }
+            }
+            Event::Stream(StreamEvent::Readable { id }) if self.readers.contains_key(&id) => {
+                self.read_frame_stream(now, conn, id);
             }
             Event::DatagramReceived => {
                 while let Some(d) = conn.datagrams().recv() {
