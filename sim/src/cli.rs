@@ -50,7 +50,9 @@ pub enum Command {
     /// Run a grid of scenarios over one or two parameters and tabulate the outcome.
     Sweep(SweepArgs),
     /// Compare loss recovery on scenarios: each one in virtual time with no recovery, FEC
-    /// only, retransmission only, and both, in one table.
+    /// only, retransmission only, both, both with --adapt, and the reliable-stream baseline
+    /// (--transport stream); then both and the stream baseline at the smallest fixed playout
+    /// delay that plays 99.9 % of frames; in one table.
     Compare(CompareArgs),
     /// Run the regression gate: fixed scenarios in virtual time against a committed baseline.
     /// Exits 0 when nothing regressed, 1 when something did, 2 on an error.

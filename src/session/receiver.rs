@@ -405,6 +405,7 @@ impl ReceiverSession {
         if !self.stream_transport {
             self.stream_transport = true;
             self.asked.clear();
+            self.timers.stop(Timer::Nack);
         }
         self.handle_datagram(now, record);
     }
@@ -818,9 +819,7 @@ impl ReceiverSession {
             match t {
                 Timer::Ping => self.send_ping(now),
                 Timer::Nack => {
-                    if !self.stream_transport {
-                        self.ask_again(now);
-                    }
+                    self.ask_again(now);
                     self.timers.set(Timer::Nack, now + NACK_SCAN);
                 }
                 Timer::Report => {
