@@ -503,6 +503,12 @@ impl FecEncoder {
         }
     }
 
+    /// Sends no more parity (the receiver declined it), dropping what waits; counters stay.
+    pub fn turn_off(&mut self) {
+        self.mode = FecMode::Off;
+        self.clear();
+    }
+
     /// Drops everything waiting (the session is ending).
     pub fn clear(&mut self) {
         self.group.clear();

@@ -422,6 +422,8 @@ fn help_lists_the_documented_flags() {
         "--max-delay",
         "--clock",
         "--max-sessions",
+        "--fec",
+        "--nack",
         "--congestion",
         "--stats-json",
         "--hist-out",
@@ -475,4 +477,11 @@ fn recovery_and_adaptation_flags_are_checked_before_connecting() {
     );
     let out = recv_bin().args(["--nack", "maybe"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("use on or off"));
+    let out = recv_bin().args(["--fec", "25%"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("possible values: auto, off"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -262,3 +262,36 @@ fn stream_transport_carries_a_file_between_two_processes() {
     assert_eq!(num(r, "datagrams.dropped.total"), 0);
     assert_eq!(num(&tx, "recovery.parity_sent"), 0);
 }
+
+/// `rtq-recv --fec off`: the receiver's hello asks for no parity, and a sender set to send a
+/// fixed overhead stops once it has the hello.
+#[test]
+fn a_receiver_with_fec_off_gets_no_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let tx_json = dir.path().join("tx.json");
+    let rx = start_receiver(&["--once", "--quiet", "--fec", "off"]);
+    let mut send = send_bin();
+    send.args([
+        "--connect",
+        &rx.addr,
+        "--cert-sha256",
+        &rx.fingerprint,
+        "--duration",
+        "2s",
+        "--quiet",
+        "--fec",
+        "25%",
+    ])
+    .args(["--stats-json", tx_json.to_str().unwrap()]);
+    let (status, err) = Proc::spawn(send).finish();
+    assert!(status.success(), "rtq-send:\n{err}");
+    let (status, err) = rx.proc.finish();
+    assert!(status.success(), "rtq-recv:\n{err}");
+    let tx = read_json(&tx_json);
+    assert_eq!(tx["recovery"]["fec_mode"], "off");
+    // Only the parity of what left before the receiver's hello arrived (the first keyframe):
+    // a small fraction of the 25 % asked for.
+    let overhead = tx["recovery"]["fec_overhead_ratio"].as_f64().unwrap();
+    assert!(overhead < 0.1, "{:#}", tx["recovery"]);
+    assert!(num(&tx, "frames.played") >= 55, "{:#}", tx["frames"]);
+}

@@ -86,6 +86,7 @@ async fn hostile(addr: SocketAddr) -> SocketAddr {
         clock_us: capture_us(),
         max_frame_bytes: 1 << 20,
         software: "hostile".into(),
+        no_parity: false,
     };
     ctl.write_all(&ControlMessage::Hello(hello).to_bytes())
         .await

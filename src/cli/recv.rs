@@ -18,6 +18,15 @@ use crate::reassemble::ReassemblyLimits;
 use crate::session::ReceiverConfig;
 use crate::stats::Delays;
 
+/// `rtq-recv --fec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecvFec {
+    /// Take the parity the sender sends.
+    Auto,
+    /// Ask for none.
+    Off,
+}
+
 /// Receive live frames over QUIC datagrams and play them out at a steady delay.
 ///
 /// Without --cert/--key, a self-signed certificate is made for this run, and the command line
@@ -54,6 +63,10 @@ pub struct RecvArgs {
     /// Longest playout delay; frames that need more are late.
     #[arg(long, value_parser = duration_arg, default_value = "2s", value_name = "DURATION")]
     pub max_delay: Duration,
+    /// Forward error correction: `auto` takes the parity the sender chooses to send (its
+    /// `--fec` sets how much); `off` asks it for none (in the hello) and drops any that comes.
+    #[arg(long, value_enum, default_value_t = RecvFec::Auto, value_name = "auto|off")]
+    pub fec: RecvFec,
     /// Ask the sender to send lost fragments again when they can still arrive before their
     /// frame plays; the adaptive playout delay then keeps a round trip of room for it.
     #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
@@ -107,6 +120,7 @@ impl RecvArgs {
                 ..Default::default()
             },
             nack: self.nack,
+            parity: self.fec == RecvFec::Auto,
             ..Default::default()
         };
         cfg.validate()?;

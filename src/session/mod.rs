@@ -170,6 +170,7 @@ mod tests {
             clock_us: 0,
             max_frame_bytes: 0,
             software: String::new(),
+            no_parity: false,
         })
     }
 

@@ -43,6 +43,9 @@ pub struct ReceiverConfig {
     pub reassembly: ReassemblyLimits,
     /// Memory the FEC decoder may keep (recent datagrams and parity).
     pub fec: FecLimits,
+    /// Take FEC parity (`rtq-recv --fec auto`). Off: the hello asks the sender for none, and
+    /// any that comes is dropped (`parity_declined`).
+    pub parity: bool,
     /// Ask the sender to send lost fragments again when they can still arrive in time (and
     /// keep room for that in the playout delay).
     pub nack: bool,
@@ -74,6 +77,7 @@ impl Default for ReceiverConfig {
             jitter: JitterConfig::default(),
             reassembly: ReassemblyLimits::default(),
             fec: FecLimits::default(),
+            parity: true,
             nack: true,
             nack_wait: Duration::from_millis(5),
             clock: ClockMode::Sync,
@@ -312,6 +316,7 @@ impl ReceiverSession {
             clock_us: anchor.micros(now),
             max_frame_bytes: s.cfg.reassembly.max_frame_bytes,
             software: SOFTWARE.into(),
+            no_parity: !s.cfg.parity,
         };
         queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
         s.timers.set(Timer::Ping, now);
@@ -389,6 +394,10 @@ impl ReceiverSession {
         self.stats.datagrams += 1;
         self.stats.bytes_datagrams += datagram.len() as u64;
         if datagram.len() >= PARITY_HEADER_LEN && datagram_type(&datagram) == Some(TYPE_PARITY) {
+            if !self.cfg.parity {
+                self.stats.dropped.parity_declined();
+                return;
+            }
             self.handle_parity(now, datagram);
         } else {
             self.handle_fragment(now, datagram, Origin::Wire);
@@ -1410,6 +1419,38 @@ mod tests {
             ..fixed(80)
         };
         Pair::with_sender(tx, rx, Duration::from_millis(10))
+    }
+
+    #[test]
+    fn a_receiver_that_declines_parity_gets_none_after_its_hello() {
+        use crate::fec::FecMode;
+        let mut p = fec_pair(FecMode::Fixed(0.4));
+        p.rx = ReceiverSession::new(
+            ReceiverConfig {
+                parity: false,
+                nack: false,
+                ..fixed(80)
+            },
+            ClockAnchor::new(p.now, 1_700_000_000_000_000),
+            p.now,
+        );
+        p.drop = every_nth_fragment(7);
+        stream(&mut p, 60, 5000);
+        let (rx, tx) = (p.rx.report(p.now), p.tx.report(p.now));
+        assert_eq!(tx.recovery.fec_mode, "off", "the sender honours the hello");
+        assert_eq!(rx.recovery.fec_recovered, 0);
+        // Only what left before the hello arrived 10 ms in (the first frame's parity), and the
+        // receiver dropped it.
+        assert!(
+            (1..=4).contains(&tx.recovery.parity_sent),
+            "{:?}",
+            tx.recovery
+        );
+        assert_eq!(
+            rx.datagrams.dropped.parity_declined,
+            tx.recovery.parity_sent
+        );
+        assert!(rx.frames.lost >= 30, "{:?}", rx.frames);
     }
 
     #[test]

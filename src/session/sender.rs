@@ -296,6 +296,7 @@ impl SenderSession {
             clock_us: anchor.micros(now),
             max_frame_bytes: s.cfg.max_frame_bytes,
             software: SOFTWARE.into(),
+            no_parity: false,
         };
         queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
         s
@@ -685,6 +686,11 @@ impl SenderSession {
                 if h.max_frame_bytes > 0 {
                     // Frames the receiver would refuse are better dropped here, counted.
                     self.cfg.max_frame_bytes = self.cfg.max_frame_bytes.min(h.max_frame_bytes);
+                }
+                if h.no_parity && self.fec.mode() != FecMode::Off {
+                    debug!("the receiver declines FEC parity");
+                    self.fec.turn_off();
+                    self.cfg.fec = FecMode::Off;
                 }
                 self.peer_hello = Some(h);
                 return;
@@ -1153,6 +1159,7 @@ mod tests {
             clock_us: 0,
             max_frame_bytes: 1 << 20,
             software: "test".into(),
+            no_parity: false,
         })
         .to_bytes()
     }

@@ -257,6 +257,9 @@ pub struct DatagramDrops {
     /// FEC parity datagrams that failed their checks (`docs/PROTOCOL.md` §3.8).
     #[serde(default)]
     pub bad_parity: u64,
+    /// Parity datagrams that came although this receiver declined FEC (`--fec off`).
+    #[serde(default)]
+    pub parity_declined: u64,
     /// Frame streams (`--transport stream`) given up because their record framing was
     /// invalid (`docs/PROTOCOL.md` §2.1); each counts once.
     #[serde(default)]
@@ -295,6 +298,12 @@ impl DatagramDrops {
     /// Counts a parity datagram that failed its checks.
     pub fn bad_parity(&mut self) {
         self.bad_parity += 1;
+        self.total += 1;
+    }
+
+    /// Counts a parity datagram this receiver declined.
+    pub fn parity_declined(&mut self) {
+        self.parity_declined += 1;
         self.total += 1;
     }
 

@@ -31,6 +31,7 @@ pub const MAX_NACK_ENTRIES: usize = 64;
 const P_CLOCK_US: u16 = 0x0001;
 const P_MAX_FRAME_BYTES: u16 = 0x0002;
 const P_SOFTWARE: u16 = 0x0003;
+const P_NO_PARITY: u16 = 0x0004;
 const MAX_SOFTWARE_LEN: usize = 64;
 
 /// Which end of a session a peer is.
@@ -57,6 +58,8 @@ pub struct Hello {
     pub max_frame_bytes: u32,
     /// Free-form implementation name and version, at most 64 bytes of UTF-8.
     pub software: String,
+    /// Receiver: send no FEC parity (`rtq-recv --fec off`).
+    pub no_parity: bool,
 }
 
 /// Clock-sync request (NTP-style, `docs/PROTOCOL.md` §5).
@@ -331,6 +334,9 @@ impl ControlMessage {
                     software = chars.as_str();
                 }
                 put_param(out, P_SOFTWARE, software.as_bytes());
+                if h.no_parity {
+                    put_param(out, P_NO_PARITY, &[]);
+                }
             }
             Self::Ping(p) => {
                 out.extend_from_slice(&p.id.to_be_bytes());
@@ -452,6 +458,7 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ControlError> {
         clock_us: 0,
         max_frame_bytes: 0,
         software: String::new(),
+        no_parity: false,
     };
     if version != VERSION {
         // Everything after the version may mean other things in other versions: the version is
@@ -475,6 +482,8 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ControlError> {
                 hello.software = String::from_utf8_lossy(value).into_owned();
             }
             P_SOFTWARE => return Err(bad()),
+            P_NO_PARITY if value.is_empty() => hello.no_parity = true,
+            P_NO_PARITY => return Err(bad()),
             _ => {}
         }
     }
@@ -619,6 +628,15 @@ mod tests {
                 clock_us: 1_700_000_000_123_456,
                 max_frame_bytes: 8 << 20,
                 software: "rtq/0.1.0".into(),
+                no_parity: false,
+            }),
+            ControlMessage::Hello(Hello {
+                version: VERSION,
+                role: Role::Receiver,
+                clock_us: 7,
+                max_frame_bytes: 1,
+                software: String::new(),
+                no_parity: true,
             }),
             ControlMessage::Ping(Ping { id: 3, t1_us: 99 }),
             ControlMessage::Pong(Pong {
@@ -820,6 +838,7 @@ mod tests {
             clock_us: 1,
             max_frame_bytes: 2,
             software: "é".repeat(40), // 80 bytes
+            no_parity: false,
         };
         let bytes = ControlMessage::Hello(hello).to_bytes();
         let mut d = ControlDecoder::new(DEFAULT_MAX_MESSAGE);
