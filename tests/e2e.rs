@@ -295,3 +295,74 @@ fn a_receiver_with_fec_off_gets_no_parity() {
     assert!(overhead < 0.1, "{:#}", tx["recovery"]);
     assert!(num(&tx, "frames.played") >= 55, "{:#}", tx["frames"]);
 }
+
+/// Gateway mode: UDP datagrams in at the sender (`--input udp://`), the same datagrams out
+/// of the receiver (`--output udp://`), one frame each, in order.
+#[test]
+fn udp_gateway_carries_each_datagram_as_a_frame() {
+    use std::net::UdpSocket;
+    let dir = tempfile::tempdir().unwrap();
+    let tx_json = dir.path().join("tx.json");
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let sink_addr = format!("udp://{}", sink.local_addr().unwrap());
+    let rx = start_receiver(&["--once", "--quiet", "--output", &sink_addr]);
+    // A port for the sender's input: free now, bound by the sender below.
+    let input = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut send = send_bin();
+    send.args([
+        "--connect",
+        &rx.addr,
+        "--cert-sha256",
+        &rx.fingerprint,
+        "--input",
+        &format!("udp://{input}"),
+        "--stats-json",
+        tx_json.to_str().unwrap(),
+    ]);
+    let mut tx = Proc::spawn(send);
+    tx.wait_for("sent"); // the first status line: connected, the input bound
+    let datagram = |i: u32| {
+        let mut d = i.to_be_bytes().to_vec();
+        d.resize(200 + (i as usize * 37) % 1200, (i % 251) as u8);
+        d
+    };
+    const N: u32 = 300;
+    // The sink reads as datagrams come (its socket buffer would not hold them all).
+    let sink = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut got = Vec::new();
+        while got.len() < N as usize {
+            let (n, _) = sink
+                .recv_from(&mut buf)
+                .expect("the receiver forwards every datagram");
+            got.push(buf[..n].to_vec());
+        }
+        got
+    });
+    let source = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..N {
+        source.send_to(&datagram(i), input).unwrap();
+        // A live source's pace (about 1000 datagrams/s): a burst would only measure the
+        // kernel's socket buffer.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let got = sink.join().unwrap();
+    for (i, d) in got.iter().enumerate() {
+        assert!(
+            *d == datagram(i as u32),
+            "datagram {i} differs or is out of order"
+        );
+    }
+    tx.signal("INT");
+    let (status, err) = tx.finish();
+    assert!(status.success(), "{err}");
+    let t = read_json(&tx_json);
+    assert_eq!(num(&t, "frames.sent"), u64::from(N));
+    let (status, err) = rx.proc.finish();
+    assert!(status.success(), "{err}");
+}

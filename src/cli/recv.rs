@@ -94,6 +94,7 @@ Examples:
   rtq-recv --listen 127.0.0.1:4433                 # self-signed; prints the rtq-send command
   rtq-recv --make-cert certs                       # writes certs/cert.pem and certs/key.pem
   rtq-recv --cert certs/cert.pem --key certs/key.pem --output - | ffplay -
+  rtq-recv --cert certs/cert.pem --key certs/key.pem --output udp://127.0.0.1:6000   # gateway
 
 The JSON report (--stats-json) is {\"sessions\": [report, ...]}; see README.md for its keys.";
 

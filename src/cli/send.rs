@@ -66,8 +66,9 @@ pub struct SendArgs {
     #[arg(long, value_parser = size_arg, value_name = "BYTES")]
     pub frame_size: Option<u64>,
     /// Send a byte stream instead of a synthetic source: a file, or - for stdin, cut into
-    /// frames as it arrives.
-    #[arg(long, value_name = "PATH|-")]
+    /// frames as it arrives; or udp://HOST:PORT (gateway mode): each UDP datagram received
+    /// there is a frame.
+    #[arg(long, value_name = "PATH|-|udp://HOST:PORT")]
     pub input: Option<Stream>,
     /// Seed of the synthetic source's random sizes and bytes.
     #[arg(long, default_value_t = 1)]
@@ -131,6 +132,7 @@ Examples:
            --source fixed --frame-size 1000 --fps 1000
   ffmpeg -re -i in.mp4 -c copy -f mpegts - | \\
     rtq-send --connect 10.0.0.2:4433 --ca certs/cert.pem --input -
+  rtq-send --connect 10.0.0.2:4433 --ca certs/cert.pem --input udp://:5000   # gateway
 
 Status lines and the summary go to stderr; --stats-json writes the report (see README.md).";
 

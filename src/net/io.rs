@@ -7,6 +7,12 @@
 //! read faster than the network goes is paced by it instead of dropped: reading pauses while
 //! 256 KiB wait in the sender's queue.
 //!
+//! **Gateway mode** (as srt-live-transmit's): `rtq-send --input udp://ADDR` binds `ADDR` and
+//! takes each UDP datagram that arrives as one frame, captured on arrival; `rtq-recv --output
+//! udp://ADDR` sends each played frame to `ADDR` as one datagram. A live UDP input is never
+//! paused (it cannot be: the sender would only lose datagrams in the socket, uncounted), so its
+//! frames meet the sender's queue limits and deadlines, which count what they drop.
+//!
 //! **Output** (`rtq-recv --output PATH|-`): played frames are written in playout order, each in
 //! full, and flushed when no more frames are waiting. The queue to the writer is bounded (1024
 //! frames, 64 MiB); a consumer that falls behind loses frames at the output (counted as
@@ -32,6 +38,20 @@ pub enum Stream {
     Std,
     /// A file.
     Path(PathBuf),
+    /// UDP datagrams (`udp://HOST:PORT`): received on that address (input), sent to it
+    /// (output), a frame each.
+    Udp(std::net::SocketAddr),
+}
+
+/// Largest UDP payload (IPv4: 65535 − 20 − 8).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
+impl Stream {
+    /// Whether frames arrive live, at the producer's pace (UDP), rather than as fast as the
+    /// sender reads them (files, pipes).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Udp(_))
+    }
 }
 
 impl std::str::FromStr for Stream {
@@ -41,7 +61,25 @@ impl std::str::FromStr for Stream {
         match s {
             "" => Err("empty path: use a file path, or - for standard input/output".into()),
             "-" => Ok(Self::Std),
-            _ => Ok(Self::Path(PathBuf::from(s))),
+            _ => match s.strip_prefix("udp://") {
+                Some(addr) => {
+                    use std::net::ToSocketAddrs;
+                    // `udp://:5000` is every interface's port 5000.
+                    let full = if addr.starts_with(':') {
+                        format!("0.0.0.0{addr}")
+                    } else {
+                        addr.to_string()
+                    };
+                    full.to_socket_addrs()
+                        .ok()
+                        .and_then(|mut a| a.next())
+                        .map(Self::Udp)
+                        .ok_or_else(|| {
+                            format!("`{s}`: use udp://HOST:PORT, e.g. udp://127.0.0.1:5000 or udp://:5000")
+                        })
+                }
+                None => Ok(Self::Path(PathBuf::from(s))),
+            },
         }
     }
 }
@@ -51,6 +89,7 @@ impl std::fmt::Display for Stream {
         match self {
             Self::Std => f.write_str("-"),
             Self::Path(p) => write!(f, "{}", p.display()),
+            Self::Udp(a) => write!(f, "udp://{a}"),
         }
     }
 }
@@ -74,12 +113,56 @@ impl Input {
     /// Opens `stream` and starts reading frames of at most `chunk` bytes.
     pub async fn open(stream: &Stream, chunk: usize) -> std::io::Result<Self> {
         let reader: Box<dyn AsyncRead + Send + Unpin> = match stream {
+            Stream::Udp(addr) => return Self::udp(*addr).await,
             Stream::Std => Box::new(tokio::io::stdin()),
             Stream::Path(p) => Box::new(tokio::fs::File::open(p).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open input {}: {e}", p.display()))
             })?),
         };
         Ok(Self::from_reader(reader, chunk))
+    }
+
+    /// Binds `addr` and takes each datagram that arrives as a frame (of any size up to
+    /// [`MAX_UDP_PAYLOAD`]; `--frame-size` does not apply). The input never ends by itself.
+    pub async fn udp(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot receive on udp://{addr}: {e} (is the port free, and the address this host's?)"),
+            )
+        })?;
+        let (tx, rx) = mpsc::channel(INPUT_AHEAD);
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((0, _)) => {}
+                    Ok((n, _)) => {
+                        let frame = SourceFrame {
+                            capture: super::now(),
+                            keyframe: false,
+                            data: Bytes::copy_from_slice(&buf[..n]),
+                        };
+                        if tx.send(Ok(frame)).await.is_err() {
+                            break;
+                        }
+                    }
+                    // An ICMP error from an earlier send, or a signal: not the input's end.
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::Interrupted
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::ConnectionRefused
+                        ) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Self { rx, task })
     }
 
     /// Reads frames from any reader (tests use in-memory ones).
@@ -199,6 +282,7 @@ impl Writer {
     /// Opens `stream` for writing (creating or truncating a file).
     pub async fn open(stream: &Stream) -> std::io::Result<Self> {
         let out: Box<dyn AsyncWrite + Send + Unpin> = match stream {
+            Stream::Udp(addr) => return Self::udp(*addr).await,
             Stream::Std => Box::new(tokio::io::stdout()),
             Stream::Path(p) => Box::new(tokio::fs::File::create(p).await.map_err(|e| {
                 std::io::Error::new(
@@ -208,6 +292,48 @@ impl Writer {
             })?),
         };
         Ok(Self::from_writer(out))
+    }
+
+    /// Sends each frame to `addr` as one datagram, from an ephemeral port. A frame too large
+    /// for a datagram, or one the network refuses, is skipped (logged), not fatal: UDP's
+    /// consumer may come and go.
+    pub async fn udp(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let bind: std::net::SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open a socket for udp://{addr}: {e}"),
+            )
+        })?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written_back = Arc::clone(&queued);
+        let task = tokio::spawn(async move {
+            let mut written = 0u64;
+            while let Some(frame) = rx.recv().await {
+                written_back.fetch_sub(frame.len(), Ordering::Relaxed);
+                if frame.len() > MAX_UDP_PAYLOAD {
+                    tracing::warn!(
+                        len = frame.len(),
+                        "frame too large for a UDP datagram; skipped"
+                    );
+                    continue;
+                }
+                match socket.send_to(&frame, addr).await {
+                    Ok(n) => written += n as u64,
+                    Err(e) => tracing::debug!(%e, "UDP output send failed"),
+                }
+            }
+            Ok(written)
+        });
+        Ok(Self {
+            tx: FrameTx { tx, queued },
+            task,
+        })
     }
 
     /// Writes to any writer.
@@ -476,5 +602,55 @@ mod tests {
         assert_eq!("-".parse::<Stream>(), Ok(Stream::Std));
         assert_eq!("a.ts".parse::<Stream>(), Ok(Stream::Path("a.ts".into())));
         assert!("".parse::<Stream>().is_err());
+        assert_eq!(
+            "udp://127.0.0.1:5000".parse::<Stream>(),
+            Ok(Stream::Udp("127.0.0.1:5000".parse().unwrap()))
+        );
+        assert_eq!(
+            "udp://:5000".parse::<Stream>(),
+            Ok(Stream::Udp("0.0.0.0:5000".parse().unwrap()))
+        );
+        assert_eq!(
+            "udp://[::1]:7".parse::<Stream>(),
+            Ok(Stream::Udp("[::1]:7".parse().unwrap()))
+        );
+        for bad in ["udp://", "udp://nohost", "udp://1.2.3.4:99999"] {
+            let e = bad.parse::<Stream>().unwrap_err();
+            assert!(e.contains("udp://HOST:PORT"), "{bad}: {e}");
+        }
+        assert!("udp://:5000".parse::<Stream>().unwrap().is_live());
+        assert!(!"-".parse::<Stream>().unwrap().is_live());
+    }
+
+    #[tokio::test]
+    async fn udp_input_and_output_carry_a_datagram_per_frame() {
+        let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let w = Writer::udp(sink.local_addr().unwrap()).await.unwrap();
+        let tx = w.sender();
+        // A port free a moment ago, for the input to bind.
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut input = Input::udp(addr).await.unwrap();
+        for len in [1usize, 1316, 9000] {
+            tx.try_send(Bytes::from(vec![len as u8; len])).unwrap();
+            let mut buf = vec![0u8; 65_536];
+            let (n, _) = sink.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], &vec![len as u8; len][..]);
+            // And back in through the input: one frame per datagram, whole.
+            sink.send_to(&buf[..n], addr).await.unwrap();
+            let f = input.next().await.unwrap().unwrap();
+            assert_eq!(f.data.len(), len);
+        }
+        // Too large for a datagram: skipped, and the output goes on.
+        tx.try_send(Bytes::from(vec![0u8; MAX_UDP_PAYLOAD + 1]))
+            .unwrap();
+        tx.try_send(Bytes::from_static(b"after")).unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = sink.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"after");
+        drop(tx);
+        assert_eq!(w.close().await.unwrap(), 1 + 1316 + 9000 + 5);
     }
 }

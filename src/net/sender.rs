@@ -206,6 +206,7 @@ async fn drive(
         SourceSpec::Input(..) => None,
     };
     let stop_at = opts.duration.map(|d| start + d);
+    let live_input = matches!(&opts.source, SourceSpec::Input(s, _) if s.is_live());
 
     // The control stream: opened now (the hello goes first), served by two small tasks.
     let opened = tokio::select! {
@@ -361,8 +362,11 @@ async fn drive(
             armed = wake;
             sleep.as_mut().reset(wake.into());
         }
-        let want_input =
-            input.is_some() && session.is_running() && session.queued_bytes() < INPUT_QUEUE_LIMIT;
+        // A file waits while the queue is long (the network paces it); a live input (UDP)
+        // cannot wait: its frames meet the queue's limits and deadlines, which count drops.
+        let want_input = input.is_some()
+            && session.is_running()
+            && (live_input || session.queued_bytes() < INPUT_QUEUE_LIMIT);
         tokio::select! {
             biased;
             () = shutdown.wait(), if !stopping => {
