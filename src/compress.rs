@@ -119,10 +119,31 @@ impl Compressor {
         }
         deflate.reset();
         self.scratch.clear();
-        // Anything not smaller than the input is useless: give DEFLATE exactly one byte less.
-        self.scratch.reserve(input.len().saturating_sub(1));
+        // Anything not smaller than the input is useless, but DEFLATE gets room for its worst
+        // case anyway (static codes spend up to 9 bits per byte, plus block headers): zlib-rs
+        // 0.6's level-1 path panics when its output runs out mid-block (found by the peers
+        // benchmark: incompressible 1316-byte frames), so the size is checked after, not
+        // enforced by the buffer.
+        self.scratch
+            .reserve(input.len() + input.len() / 8 + COMPRESS_SLACK);
         let limit = input.len().saturating_sub(1);
-        let status = deflate.compress_vec(input, &mut self.scratch, FlushCompress::Finish);
+        // A panic inside the DEFLATE library must not take the session down with it (one did,
+        // see above): the frame goes raw, and the stream state is made anew.
+        let scratch = &mut self.scratch;
+        let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deflate.compress_vec(input, scratch, FlushCompress::Finish)
+        }));
+        let Ok(status) = status else {
+            tracing::warn!(
+                len = input.len(),
+                "the compressor failed; frame sent uncompressed"
+            );
+            self.deflate = self
+                .level
+                .map(|l| Compress::new(Compression::new(l), false));
+            self.stats.incompressible += 1;
+            return None;
+        };
         let done = matches!(status, Ok(Status::StreamEnd))
             && deflate.total_in() == input.len() as u64
             && self.scratch.len() <= limit;
@@ -138,6 +159,9 @@ impl Compressor {
         }
     }
 }
+
+/// Output room DEFLATE gets beyond 9/8 of its input (block headers, the final flush).
+const COMPRESS_SLACK: usize = 256;
 
 /// Why a compressed frame could not be restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -184,6 +208,20 @@ impl Decompressor {
     /// Inflates `input`, which must produce exactly `declared` bytes. Never allocates more than
     /// `declared + 1` bytes, and no more than the input can really produce as it goes.
     pub fn decompress(&mut self, input: &[u8], declared: usize) -> Result<Bytes, DecompressError> {
+        // The input is the network's: a panic inside the DEFLATE library must cost this frame,
+        // not the session (the state is made anew).
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.inflate_checked(input, declared)
+        })) {
+            Ok(r) => r,
+            Err(_) => {
+                self.inflate = Decompress::new(false);
+                Err(DecompressError::Corrupt)
+            }
+        }
+    }
+
+    fn inflate_checked(&mut self, input: &[u8], declared: usize) -> Result<Bytes, DecompressError> {
         self.inflate.reset(false);
         // DEFLATE expands by at most 1032:1; start small and grow so that a lying header
         // cannot make us allocate its claim up front.
@@ -335,6 +373,31 @@ mod tests {
         assert_eq!(d.decompress(&trailing, 4000), Err(DecompressError::Corrupt));
         // The decompressor recovers after errors.
         assert_eq!(&d.decompress(&packed, 4000).unwrap()[..], &input[..]);
+    }
+
+    /// Regression: zlib-rs 0.6's level-1 path panicked ("buf.len() must fit in remaining()")
+    /// on incompressible frames when the output buffer was one byte short of the input (found
+    /// by `cargo bench --bench peers`, 1316-byte frames). One compressor, reused, as a session
+    /// uses it.
+    #[test]
+    fn incompressible_frames_of_any_size_do_not_panic_at_any_level() {
+        for level in [
+            CompressLevel::Fast,
+            CompressLevel::Level(6),
+            CompressLevel::Level(9),
+        ] {
+            let mut c = Compressor::new(level);
+            for (i, len) in [1316usize, 1000, 1500, 188, 4000, 65_000]
+                .iter()
+                .cycle()
+                .take(600)
+                .enumerate()
+            {
+                c.skip_left = 0; // try every frame, not one in a back-off
+                assert!(c.compress(&noise(*len, i as u64 + 1)).is_none());
+            }
+            assert_eq!(c.stats().incompressible, 600);
+        }
     }
 
     #[test]
