@@ -24,6 +24,9 @@ const BUDGET_START: f64 = 64.0 * 1024.0;
 const BUDGET_MAX: f64 = 1024.0 * 1024.0;
 /// Share of each original datagram's bytes added to the budget.
 const BUDGET_SHARE: f64 = 0.5;
+/// How long after the first copy of a datagram its second copy goes (with two copies): losses
+/// come in bursts, and two copies back to back share one.
+pub const COPY_SPACING: std::time::Duration = std::time::Duration::from_millis(15);
 
 /// What the store counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +57,8 @@ pub struct RetransmitStore {
     max_bytes: usize,
     budget: f64,
     queue: VecDeque<(Bytes, Instant)>,
+    /// Second copies, each with when it may go: (datagram, not before, expires).
+    later: VecDeque<(Bytes, Instant, Instant)>,
     copies: u8,
     stats: RetransmitStats,
 }
@@ -67,6 +72,7 @@ impl RetransmitStore {
             max_bytes,
             budget: BUDGET_START,
             queue: VecDeque::new(),
+            later: VecDeque::new(),
             copies: 1,
             stats: RetransmitStats::default(),
         }
@@ -84,7 +90,26 @@ impl RetransmitStore {
 
     /// Datagrams waiting to be sent again.
     pub fn pending(&self) -> usize {
-        self.queue.len()
+        self.queue.len() + self.later.len()
+    }
+
+    /// Second copies that are due join the queue's end (so that [`poll_timeout`] only names
+    /// the future).
+    ///
+    /// [`poll_timeout`]: Self::poll_timeout
+    pub fn release_due(&mut self, now: Instant) {
+        while let Some((_, at, _)) = self.later.front()
+            && *at <= now
+        {
+            if let Some((d, _, expires)) = self.later.pop_front() {
+                self.queue.push_back((d, expires));
+            }
+        }
+    }
+
+    /// When the next second copy may go, if one waits.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.later.front().map(|(_, at, _)| *at)
     }
 
     /// Fragment `index` of `count` of frame `seq` went out (for the first time); it is worth
@@ -176,7 +201,8 @@ impl RetransmitStore {
             }
             let end = first.saturating_add(n).min(count);
             for d in kept.datagrams[first..end].iter().flatten() {
-                if self.queue.len() >= MAX_QUEUED || self.budget < d.len() as f64 {
+                if self.queue.len() + self.later.len() >= MAX_QUEUED || self.budget < d.len() as f64
+                {
                     self.stats.refused.throttled += 1;
                     break;
                 }
@@ -187,12 +213,17 @@ impl RetransmitStore {
                 }
             }
         }
+        let at = now + COPY_SPACING;
         for (d, expires) in second {
-            if self.queue.len() >= MAX_QUEUED || self.budget < d.len() as f64 {
+            if self.pending() >= MAX_QUEUED || self.budget < d.len() as f64 {
                 break;
             }
+            if at >= expires {
+                // Too late to be of use.
+                continue;
+            }
             self.budget -= d.len() as f64;
-            self.queue.push_back((d, expires));
+            self.later.push_back((d, at, expires));
         }
     }
 
@@ -206,6 +237,7 @@ impl RetransmitStore {
     /// which it is useless; those already useless, or larger than the path now carries, are
     /// dropped (counted expired). What it returns counts as retransmitted.
     pub fn poll(&mut self, now: Instant, max_size: usize) -> Option<(Bytes, Instant)> {
+        self.release_due(now);
         while let Some((d, expires)) = self.queue.pop_front() {
             if expires <= now || d.len() > max_size {
                 self.stats.refused.expired += 1;
@@ -222,6 +254,7 @@ impl RetransmitStore {
     pub fn clear(&mut self) {
         self.frames.clear();
         self.queue.clear();
+        self.later.clear();
         self.bytes = 0;
     }
 }
@@ -289,6 +322,36 @@ mod tests {
         assert!(drain(&mut s, late).is_empty());
         assert_eq!(s.stats().refused.expired, 1);
         assert_eq!(s.bytes(), 0, "expired frames are forgotten");
+    }
+
+    #[test]
+    fn second_copies_go_a_burst_later() {
+        let t0 = crate::test_instant();
+        let mut s = store_with(3, 2, t0);
+        s.set_copies(2);
+        let now = t0 + Duration::from_millis(10);
+        let ask = |seq| NackEntry {
+            seq,
+            first: 0,
+            count: 0,
+        };
+        s.on_nack(now, 3, &[ask(0), ask(1)]);
+        // The first copies at once, the second ones not before COPY_SPACING.
+        assert_eq!(drain(&mut s, now), vec![d(0, 0), d(0, 1), d(1, 0), d(1, 1)]);
+        assert_eq!(s.pending(), 4);
+        assert_eq!(s.poll_timeout(), Some(now + COPY_SPACING));
+        assert!(drain(&mut s, now + COPY_SPACING - Duration::from_micros(1)).is_empty());
+        s.release_due(now + COPY_SPACING);
+        assert_eq!(s.poll_timeout(), None, "released: nothing left to wait for");
+        assert_eq!(
+            drain(&mut s, now + COPY_SPACING),
+            vec![d(0, 0), d(0, 1), d(1, 0), d(1, 1)]
+        );
+        // A second copy that would come after its frame expires is not kept.
+        let late = t0 + Duration::from_millis(200) - COPY_SPACING / 2;
+        s.on_nack(late, 3, &[ask(2)]);
+        assert_eq!(drain(&mut s, late).len(), 2);
+        assert_eq!(s.pending(), 0);
     }
 
     #[test]

@@ -310,6 +310,16 @@ async fn serve(
         while let Some(p) = session.poll_frame(t) {
             out.write(p.frame.data);
         }
+        // Retransmission requests go as datagrams; to a sender that takes none, on the control
+        // stream instead.
+        while let Some(d) = session.poll_datagram() {
+            if let Err(
+                quinn::SendDatagramError::UnsupportedByPeer | quinn::SendDatagramError::Disabled,
+            ) = conn.send_datagram(d)
+            {
+                session.set_nack_datagrams(false);
+            }
+        }
         // Control output waits in the session (whose backlog is bounded: periodic messages are
         // dropped past it) until the sender has opened the stream and reads it.
         if let Some(c) = &ctl

@@ -233,6 +233,7 @@ async fn drive(
     let mut pending: Option<(PendingSend<'_>, Outgoing)> = None;
     let mut status = Status::new(start);
     let mut stopping = false;
+    let mut datagrams_open = true;
     let mut next_pacing_read = start;
     // `--transport stream`: each frame on a stream of its own instead of datagrams.
     let mut frames =
@@ -406,6 +407,12 @@ async fn drive(
                     }
                 }
             }
+            d = conn.read_datagram(), if datagrams_open => match d {
+                // Retransmission requests from the receiver.
+                Ok(d) => session.handle_datagram(now(), d),
+                // The connection is closing: `closed` says why.
+                Err(_) => datagrams_open = false,
+            },
             e = &mut closed => {
                 session.connection_lost(now(), &explain(&e));
             }

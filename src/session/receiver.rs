@@ -219,6 +219,9 @@ const NACK_SCAN: Duration = Duration::from_millis(5);
 /// How long after fragments last went missing the playout delay keeps room for
 /// retransmission.
 const RECOVERY_MEMORY: Duration = Duration::from_secs(10);
+
+/// Datagrams (retransmission requests) held for the shell to send at most.
+const MAX_DATAGRAM_BACKLOG: usize = 64;
 /// Requests per frame at most.
 const NACK_TRIES: u8 = 2;
 /// Frames whose requests are remembered at most.
@@ -273,6 +276,10 @@ pub struct ReceiverSession {
     /// Fragments have come on frame streams (`--transport stream`): QUIC retransmits, so
     /// nothing is asked again.
     stream_transport: bool,
+    /// Retransmission requests go as datagrams (else on the control stream).
+    nack_datagrams: bool,
+    /// Datagrams for the shell to send (NACKs), at most [`MAX_DATAGRAM_BACKLOG`].
+    dgram_out: std::collections::VecDeque<Bytes>,
     stats: ReceiverStats,
 }
 
@@ -308,6 +315,8 @@ impl ReceiverSession {
             interarrival: InterarrivalJitter::default(),
             queueing: QueueingDelay::default(),
             stream_transport: false,
+            nack_datagrams: true,
+            dgram_out: Default::default(),
             stats: ReceiverStats::default(),
         };
         let hello = Hello {
@@ -326,6 +335,17 @@ impl ReceiverSession {
             s.timers.set(Timer::Nack, now + NACK_SCAN);
         }
         s
+    }
+
+    /// Where retransmission requests go: datagrams (the default), or the control stream for a
+    /// peer that does not accept datagrams (`docs/PROTOCOL.md` §4.9). The shell says.
+    pub fn set_nack_datagrams(&mut self, on: bool) {
+        self.nack_datagrams = on;
+    }
+
+    /// The next datagram to send to the sender (a retransmission request), if any.
+    pub fn poll_datagram(&mut self) -> Option<Bytes> {
+        self.dgram_out.pop_front()
     }
 
     /// Counters so far.
@@ -1048,10 +1068,22 @@ impl ReceiverSession {
         }
         for chunk in entries.chunks(MAX_NACK_ENTRIES) {
             self.stats.nack_entries += chunk.len() as u64;
-            let msg = ControlMessage::Nack(Nack {
+            let nack = Nack {
                 entries: chunk.to_vec(),
-            });
-            if queue_control(&mut self.out, &msg, false) {
+            };
+            let queued = if self.nack_datagrams {
+                // A datagram: a lost one holds back nothing behind it (a lost request is asked
+                // again, 1.5 round trips later); the backlog is bounded like the control one.
+                if self.dgram_out.len() < MAX_DATAGRAM_BACKLOG {
+                    self.dgram_out.push_back(crate::wire::nack::encode(&nack));
+                    true
+                } else {
+                    false
+                }
+            } else {
+                queue_control(&mut self.out, &ControlMessage::Nack(nack), false)
+            };
+            if queued {
                 self.stats.nacks_sent += 1;
             } else {
                 self.stats.control_backlog_drops += 1;
@@ -1238,6 +1270,9 @@ mod tests {
         in_flight: Vec<(Instant, Bytes)>,
         ctl_to_rx: Vec<(Instant, Bytes)>,
         ctl_to_tx: Vec<(Instant, Bytes)>,
+        dgram_to_tx: Vec<(Instant, Bytes)>,
+        /// Datagrams the receiver sent (retransmission requests).
+        rx_datagrams: usize,
         drop: DropFn,
         /// Fragments reach the receiver as frame-stream records (`--transport stream`).
         records: bool,
@@ -1264,6 +1299,8 @@ mod tests {
                 in_flight: Vec::new(),
                 ctl_to_rx: Vec::new(),
                 ctl_to_tx: Vec::new(),
+                dgram_to_tx: Vec::new(),
+                rx_datagrams: 0,
                 drop: Box::new(|_| false),
                 records: false,
             }
@@ -1286,6 +1323,14 @@ mod tests {
             while self.ctl_to_tx.first().is_some_and(|(at, _)| *at <= now) {
                 let (_, c) = self.ctl_to_tx.remove(0);
                 self.tx.handle_control(now, &c);
+            }
+            while let Some(d) = self.rx.poll_datagram() {
+                self.rx_datagrams += 1;
+                self.dgram_to_tx.push((now + self.delay, d));
+            }
+            while self.dgram_to_tx.first().is_some_and(|(at, _)| *at <= now) {
+                let (_, d) = self.dgram_to_tx.remove(0);
+                self.tx.handle_datagram(now, d);
             }
             while let Some(d) = self.tx.poll_datagram(now, 1200) {
                 if !(self.drop)(&d) {
@@ -1546,6 +1591,30 @@ mod tests {
             ..Default::default()
         };
         Pair::with_sender(tx, rx, Duration::from_millis(10))
+    }
+
+    #[test]
+    fn requests_go_by_datagram_or_on_the_control_stream_for_a_peer_without_datagrams() {
+        for datagrams in [true, false] {
+            let mut p = nack_pair(fixed(150));
+            p.rx.set_nack_datagrams(datagrams);
+            p.drop = every_nth_original(7);
+            stream(&mut p, 30, 5000);
+            let (rx, tx) = (p.rx.report(p.now), p.tx.report(p.now));
+            assert_eq!((rx.frames.played, rx.frames.lost), (30, 0), "{datagrams}");
+            assert!(rx.recovery.retransmitted >= 15, "{:?}", rx.recovery);
+            assert_eq!(tx.datagrams.dropped.total, 0);
+            assert_eq!(p.rx_datagrams > 0, datagrams, "requests went by datagram");
+            // Nothing is left waiting to go the other way.
+            assert!(p.rx.poll_datagram().is_none());
+        }
+        // Garbage from a receiver is counted by the sender and changes nothing.
+        let mut p = nack_pair(fixed(150));
+        p.tx.handle_datagram(p.now, Bytes::from_static(b"\x01\x02\x00"));
+        p.tx.handle_datagram(p.now, Bytes::from_static(b"\x01\x00junk"));
+        let tx = p.tx.report(p.now);
+        assert_eq!(tx.datagrams.dropped.total, 2);
+        assert_eq!(tx.recovery.retransmitted, 0);
     }
 
     #[test]

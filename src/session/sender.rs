@@ -191,6 +191,8 @@ pub struct SenderStats {
     /// `--transport stream`: frames whose stream the shell reset at their deadline before the
     /// receiver had acknowledged all of it.
     pub frames_reset: u64,
+    /// Datagrams from the receiver that were not retransmission requests (dropped).
+    pub bad_datagrams: u64,
 }
 
 #[derive(Debug)]
@@ -649,6 +651,29 @@ impl SenderSession {
         // Otherwise the frame is still queued, and its own deadline counts it.
     }
 
+    /// Takes a datagram from the receiver: a retransmission request (`docs/PROTOCOL.md` §4.9);
+    /// anything else is counted and dropped.
+    pub fn handle_datagram(&mut self, now: Instant, datagram: Bytes) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match crate::wire::nack::parse(&datagram) {
+            Ok(n) => self.on_nack(now, &n),
+            Err(e) => {
+                trace!(%e, "datagram from the receiver dropped");
+                self.stats.bad_datagrams += 1;
+            }
+        }
+    }
+
+    fn on_nack(&mut self, now: Instant, n: &crate::wire::Nack) {
+        if self.cfg.nack {
+            self.retx.on_nack(now, self.next_seq, &n.entries);
+        } else {
+            self.stats.nack_ignored += n.entries.len() as u64;
+        }
+    }
+
     /// Whether the goodbye has been queued and the session waits for the receiver's.
     pub fn is_closing(&self) -> bool {
         self.phase == Phase::Closing
@@ -738,13 +763,7 @@ impl SenderSession {
                 }
                 self.done(now, End::Complete);
             }
-            ControlMessage::Nack(n) => {
-                if self.cfg.nack {
-                    self.retx.on_nack(now, self.next_seq, &n.entries);
-                } else {
-                    self.stats.nack_ignored += n.entries.len() as u64;
-                }
-            }
+            ControlMessage::Nack(n) => self.on_nack(now, &n),
             ControlMessage::Pong(_) => self.stats.control_errors.unexpected += 1,
         }
     }
@@ -953,6 +972,7 @@ impl SenderSession {
         self.expire(now);
         self.fec.handle_timeout(now);
         self.retx.prune(now);
+        self.retx.release_due(now);
         if let Some(rate) = self.rate.as_mut() {
             let d = self.stats.dropped;
             let inputs = RateInputs {
@@ -975,10 +995,15 @@ impl SenderSession {
     /// When the session next needs [`handle_timeout`](Self::handle_timeout).
     pub fn poll_timeout(&self) -> Option<Instant> {
         let head = self.queue.front().map(|q| q.deadline);
-        [self.timers.next(), head, self.fec.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers.next(),
+            head,
+            self.fec.poll_timeout(),
+            self.retx.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The session report as of `now`.
@@ -1033,6 +1058,12 @@ impl SenderSession {
             datagrams: DatagramReport {
                 sent: st.datagrams,
                 recuts: st.recuts,
+                // Sender: datagrams from the receiver that were not retransmission requests.
+                dropped: crate::stats::report::DatagramDrops {
+                    unknown_type: st.bad_datagrams,
+                    total: st.bad_datagrams,
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             control_errors: st.control_errors,

@@ -256,7 +256,7 @@ pub struct Summary {
 }
 
 /// Fragments the receiver asks the sender to send again (receiver → sender).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct NackEntry {
     /// The frame.
     pub seq: u64,
@@ -271,6 +271,36 @@ pub struct NackEntry {
 pub struct Nack {
     /// What is asked for.
     pub entries: Vec<NackEntry>,
+}
+
+/// Appends a NACK body (`docs/PROTOCOL.md` §4.9): the entry count, then the entries (at most
+/// [`MAX_NACK_ENTRIES`]; more are cut).
+pub(crate) fn encode_nack_body(n: &Nack, out: &mut Vec<u8>) {
+    let entries = &n.entries[..n.entries.len().min(MAX_NACK_ENTRIES)];
+    out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.seq.to_be_bytes());
+        out.extend_from_slice(&e.first.to_be_bytes());
+        out.extend_from_slice(&e.count.to_be_bytes());
+    }
+}
+
+/// Parses a NACK body: 1 to [`MAX_NACK_ENTRIES`] entries, nothing after them.
+pub(crate) fn decode_nack_body(body: &[u8]) -> Option<Nack> {
+    let mut r = Reader::new(body);
+    let n = usize::from(r.u16()?);
+    if n == 0 || n > MAX_NACK_ENTRIES || r.remaining() != n * 12 {
+        return None;
+    }
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        entries.push(NackEntry {
+            seq: r.u64()?,
+            first: r.u16()?,
+            count: r.u16()?,
+        });
+    }
+    Some(Nack { entries })
 }
 
 /// A decoded control message.
@@ -355,15 +385,7 @@ impl ControlMessage {
                 m.jitter_buffer.encode(out);
                 m.end_to_end.encode(out);
             }
-            Self::Nack(n) => {
-                let entries = &n.entries[..n.entries.len().min(MAX_NACK_ENTRIES)];
-                out.extend_from_slice(&(entries.len() as u16).to_be_bytes());
-                for e in entries {
-                    out.extend_from_slice(&e.seq.to_be_bytes());
-                    out.extend_from_slice(&e.first.to_be_bytes());
-                    out.extend_from_slice(&e.count.to_be_bytes());
-                }
-            }
+            Self::Nack(n) => encode_nack_body(n, out),
         }
         let body_len = out.len() - start - MESSAGE_HEADER_LEN;
         debug_assert!(body_len <= MAX_BODY_LEN, "rtq's own messages are small");
@@ -426,23 +448,9 @@ impl ControlMessage {
                 };
                 Ok(Self::Summary(m))
             }
-            T_NACK => {
-                let bad = || ControlError::Malformed("nack");
-                let mut r = Reader::new(body);
-                let n = usize::from(r.u16().ok_or_else(bad)?);
-                if n == 0 || n > MAX_NACK_ENTRIES || r.remaining() != n * 12 {
-                    return Err(bad());
-                }
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(NackEntry {
-                        seq: r.u64().ok_or_else(bad)?,
-                        first: r.u16().ok_or_else(bad)?,
-                        count: r.u16().ok_or_else(bad)?,
-                    });
-                }
-                Ok(Self::Nack(Nack { entries }))
-            }
+            T_NACK => decode_nack_body(body)
+                .map(Self::Nack)
+                .ok_or(ControlError::Malformed("nack")),
             other => Err(ControlError::UnknownType(other)),
         }
     }

@@ -14,6 +14,7 @@
 
 pub mod control;
 pub mod datagram;
+pub mod nack;
 pub mod parity;
 pub mod stream;
 

@@ -840,6 +840,13 @@ impl App for SenderApp {
             Event::Stream(StreamEvent::Finished { id } | StreamEvent::Stopped { id, .. }) => {
                 self.frames.acknowledged(id);
             }
+            Event::DatagramReceived => {
+                while let Some(d) = conn.datagrams().recv() {
+                    if let Some(s) = self.session.as_mut() {
+                        s.handle_datagram(now, d);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -1167,6 +1174,14 @@ impl App for ReceiverApp {
         session.handle_timeout(now);
         // Played frames go nowhere (as rtq-recv without --output); the session counts them.
         while session.poll_frame(now).is_some() {}
+        while let Some(d) = session.poll_datagram() {
+            // Retransmission requests (as rtq::net::receiver sends them).
+            if let Err(SendDatagramError::UnsupportedByPeer | SendDatagramError::Disabled) =
+                conn.datagrams().send(d, true)
+            {
+                session.set_nack_datagrams(false);
+            }
+        }
         if let Some(id) = self.ctl {
             write_control(conn, id, &mut self.ctl_held, || session.poll_control());
         }
