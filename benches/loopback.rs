@@ -4,12 +4,17 @@
 //! [-- --only CONTENDER|CASE] (`cargo test --benches` runs it as a short smoke test).
 //!
 //! Contenders, interleaved round by round so that machine noise hits all of them alike:
+//! - `raw_udp`: tokio UDP sockets, no encryption, no congestion control: each frame's pieces
+//!   (cut at 1200 bytes) as datagrams with the same (frame id, piece count, send time) header
+//!   as `quinn_datagram`; the floor;
 //! - `quinn_datagram`: bare quinn, the same TLS and transport settings as rtq, each frame's
 //!   fragments sent with `send_datagram_wait` carrying a timestamp; no rtq stages;
 //! - `rtq_core`: rtq's sender and receiver sessions (compression off) driven by loops as
 //!   minimal as bare quinn's, without control stream or playout: the cost of rtq's stages;
 //! - `rtq`: rtq's real shells (`net::sender::run` and `net::receiver::Receiver`), compression off;
-//! - `rtq_compressed`: the same with DEFLATE level 1.
+//! - `rtq_compressed`: the same with DEFLATE level 1;
+//! - `quinn_stream`: bare quinn, one reliable stream, each frame written as (length, send
+//!   time, payload): what a TCP-like transport gives.
 //!
 //! Cases:
 //! - `small`: 1000-byte frames at 1000 frames/s; one-way delay from handing the frame to the
@@ -68,16 +73,20 @@ impl Case {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Contender {
+    RawUdp,
     QuinnDatagram,
     RtqCore,
     Rtq,
     RtqCompressed,
+    QuinnStream,
 }
 
 impl Contender {
     fn name(self) -> &'static str {
         match self {
+            Contender::RawUdp => "raw_udp",
             Contender::QuinnDatagram => "quinn_datagram",
+            Contender::QuinnStream => "quinn_stream",
             Contender::RtqCore => "rtq_core",
             Contender::Rtq => "rtq",
             Contender::RtqCompressed => "rtq_compressed",
@@ -148,13 +157,17 @@ fn main() {
         (Case::Video, true, _) => 2.0,
     };
     let contenders = [
+        Contender::RawUdp,
         Contender::QuinnDatagram,
         Contender::RtqCore,
         Contender::Rtq,
         Contender::RtqCompressed,
+        Contender::QuinnStream,
     ];
     let mut results: BTreeMap<(Case, Contender), LatencyHistogram> = BTreeMap::new();
     let mut per_round: BTreeMap<(Case, Contender), Vec<(u64, u64)>> = BTreeMap::new();
+    // Frames each contender was given (its source's count), for `dropped`.
+    let mut expected: BTreeMap<(Case, Contender), u64> = BTreeMap::new();
     for round in 0..args.rounds {
         for case in [Case::Small, Case::Video] {
             // Rotate the order each round so that no contender always runs first.
@@ -170,7 +183,9 @@ fn main() {
                 let d = Duration::from_secs_f64(secs(case));
                 let h = rt.block_on(async {
                     match c {
+                        Contender::RawUdp => raw_udp(case, d).await,
                         Contender::QuinnDatagram => bare_quinn(case, d).await,
+                        Contender::QuinnStream => quinn_stream(case, d).await,
                         Contender::Rtq => rtq(case, d, CompressLevel::Off).await,
                         Contender::RtqCompressed => rtq(case, d, CompressLevel::Fast).await,
                         Contender::RtqCore => rtq_core(case, d).await,
@@ -190,6 +205,7 @@ fn main() {
                     .or_default()
                     .push((h.quantile(0.5), h.quantile(0.99)));
                 results.entry((case, c)).or_default().merge(&h);
+                *expected.entry((case, c)).or_default() += (d.as_secs_f64() * case.fps()) as u64;
             }
         }
     }
@@ -199,12 +215,22 @@ fn main() {
             .iter()
             .map(|((case, c), h)| {
                 let s = h.summary();
-                let (r50, r99) = ratios(&per_round, *case, *c).unwrap_or((f64::NAN, f64::NAN));
+                let (r50, r99) = ratios(&per_round, *case, *c, Contender::QuinnDatagram)
+                    .unwrap_or((f64::NAN, f64::NAN));
+                let (u50, u99) = ratios(&per_round, *case, *c, Contender::RawUdp)
+                    .unwrap_or((f64::NAN, f64::NAN));
+                let dropped = expected
+                    .get(&(*case, *c))
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(s.count);
                 serde_json::json!({
-                    "p50_ratio": r50, "p99_ratio": r99,
                     "case": case.name(), "processes": 1, "contender": c.name(),
                     "frames": s.count, "p50_us": s.p50, "p90_us": s.p90, "p99_us": s.p99,
-                    "p999_us": s.p999, "max_us": s.max,
+                    "p999_us": s.p999, "max_us": s.max, "goodput_mbps": null,
+                    "dropped": dropped,
+                    "p50_ratio_quinn": r50, "p99_ratio_quinn": r99,
+                    "p50_ratio_raw_udp": u50, "p99_ratio_raw_udp": u99,
                 })
             })
             .collect();
@@ -223,9 +249,10 @@ fn ratios(
     per_round: &BTreeMap<(Case, Contender), Vec<(u64, u64)>>,
     case: Case,
     c: Contender,
+    baseline: Contender,
 ) -> Option<(f64, f64)> {
     let mine = per_round.get(&(case, c))?;
-    let base = per_round.get(&(case, Contender::QuinnDatagram))?;
+    let base = per_round.get(&(case, baseline))?;
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied()
@@ -245,28 +272,18 @@ fn print_table(
     per_round: &BTreeMap<(Case, Contender), Vec<(u64, u64)>>,
 ) {
     println!(
-        "\none-way delay on loopback, one process (µs, all rounds merged); ratios: median over rounds of contender / quinn_datagram in the same round"
+        "\none-way delay on loopback, one process (µs, all rounds merged); ratios: median over rounds of contender / baseline in the same round (p50/p99)"
     );
     println!(
-        "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
-        "case",
-        "contender",
-        "frames",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "max",
-        "p50 ratio",
-        "p99 ratio"
+        "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>11} {:>11}",
+        "case", "contender", "frames", "p50", "p90", "p99", "p99.9", "max", "/ quinn", "/ raw udp"
     );
+    let fmt =
+        |r: Option<(f64, f64)>| r.map_or_else(|| "-".into(), |(a, b)| format!("{a:.2}/{b:.2}"));
     for ((case, c), h) in results {
         let s = h.summary();
-        let (r50, r99) = ratios(per_round, *case, *c).map_or(("-".into(), "-".into()), |(a, b)| {
-            (format!("{a:.2}"), format!("{b:.2}"))
-        });
         println!(
-            "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>10} {:>10}",
+            "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>11} {:>11}",
             case.name(),
             c.name(),
             s.count,
@@ -275,8 +292,8 @@ fn print_table(
             s.p99,
             s.p999,
             s.max,
-            r50,
-            r99,
+            fmt(ratios(per_round, *case, *c, Contender::QuinnDatagram)),
+            fmt(ratios(per_round, *case, *c, Contender::RawUdp)),
         );
     }
 }
@@ -393,7 +410,10 @@ fn quinn_pair() -> (
     let fp = g.identity.fingerprint().unwrap();
     let mut server_cfg = server_config(g.identity).unwrap();
     let transport = Arc::new(transport_config(&TransportOptions::default()));
-    server_cfg.transport_config(transport.clone());
+    // The same settings, and one unidirectional stream for `quinn_stream`.
+    let mut server_transport = transport_config(&TransportOptions::default());
+    server_transport.max_concurrent_uni_streams(1u32.into());
+    server_cfg.transport_config(Arc::new(server_transport));
     let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().unwrap();
     (
@@ -457,6 +477,120 @@ async fn bare_quinn(case: Case, duration: Duration) -> LatencyHistogram {
     }
     // Let the last frames arrive, then close.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    receiver.await.unwrap()
+}
+
+/// The frame's header on the raw and bare-quinn contenders: (frame id, pieces, send time).
+fn piece_header(id: u64, count: u32, sent: u64) -> BytesMut {
+    let mut d = BytesMut::with_capacity(1500);
+    d.put_u64(id);
+    d.put_u32(count);
+    d.put_u64(sent);
+    d
+}
+
+/// Raw UDP on loopback: the floor every transport is measured against.
+async fn raw_udp(case: Case, duration: Duration) -> LatencyHistogram {
+    const PIECE: usize = 1200 - 20;
+    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = rx.local_addr().unwrap();
+    let base = now();
+    let frames = (duration.as_secs_f64() * case.fps()) as u64;
+    let count = case.frame_size().div_ceil(PIECE) as u32;
+    let receiver = tokio::spawn(async move {
+        let mut h = LatencyHistogram::default();
+        let mut pending: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut buf = vec![0u8; 65_536];
+        let mut done = 0u64;
+        // Ends when every frame is in, or when nothing has come for 200 ms (a loss on
+        // loopback is possible when the socket buffer overflows; it shows as fewer frames).
+        while done < frames {
+            let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(200), rx.recv_from(&mut buf)).await
+            else {
+                break;
+            };
+            if n < 20 {
+                continue;
+            }
+            let id = u64::from_be_bytes(buf[0..8].try_into().unwrap());
+            let count = u32::from_be_bytes(buf[8..12].try_into().unwrap());
+            let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
+            let got = pending.entry(id).or_insert(0);
+            *got += 1;
+            if *got == count {
+                pending.remove(&id);
+                done += 1;
+                let at = now().duration_since(base).as_nanos() as u64;
+                h.record(((at - sent) / 1000) as i64);
+            }
+        }
+        h
+    });
+    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let period = Duration::from_secs_f64(1.0 / case.fps());
+    let start = now();
+    let payload = vec![0x5au8; case.frame_size()];
+    for id in 0..frames {
+        tokio::time::sleep_until((start + period * id as u32).into()).await;
+        let sent = now().duration_since(base).as_nanos() as u64;
+        for chunk in payload.chunks(PIECE) {
+            let mut d = piece_header(id, count, sent);
+            d.put_slice(chunk);
+            tx.send_to(&d, addr).await.unwrap();
+        }
+    }
+    receiver.await.unwrap()
+}
+
+/// Bare quinn with one reliable stream: each frame as (length u32, send time u64, payload).
+async fn quinn_stream(case: Case, duration: Duration) -> LatencyHistogram {
+    let (server, addr, client_cfg, transport) = quinn_pair();
+    let base = now();
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        let mut h = LatencyHistogram::default();
+        let mut head = [0u8; 12];
+        let mut body = Vec::new();
+        while recv.read_exact(&mut head).await.is_ok() {
+            let len = u32::from_be_bytes(head[0..4].try_into().unwrap()) as usize;
+            let sent = u64::from_be_bytes(head[4..12].try_into().unwrap());
+            body.resize(len, 0);
+            if recv.read_exact(&mut body).await.is_err() {
+                break;
+            }
+            let at = now().duration_since(base).as_nanos() as u64;
+            h.record(((at - sent) / 1000) as i64);
+        }
+        h
+    });
+    let mut client_cfg = client_cfg;
+    client_cfg.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(client_cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let mut send = conn.open_uni().await.unwrap();
+    let period = Duration::from_secs_f64(1.0 / case.fps());
+    let start = now();
+    let frames = (duration.as_secs_f64() * case.fps()) as u64;
+    let payload = vec![0x5au8; case.frame_size()];
+    for id in 0..frames {
+        tokio::time::sleep_until((start + period * id as u32).into()).await;
+        let sent = now().duration_since(base).as_nanos() as u64;
+        let mut d = BytesMut::with_capacity(12 + payload.len());
+        d.put_u32(payload.len() as u32);
+        d.put_u64(sent);
+        d.put_slice(&payload);
+        send.write_all(&d).await.unwrap();
+    }
+    send.finish().unwrap();
+    let _ = send.stopped().await;
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
     receiver.await.unwrap()
