@@ -22,6 +22,11 @@
 //! - `video`: 50 000-byte frames at 30 frames/s; the same delay, i.e. first fragment handed to
 //!   the transport → last fragment received (rtq: capture → complete, its *network* delay).
 //!
+//! - `goodput`: 1100-byte frames (one datagram each, whatever the path MTU) as fast as each contender takes them, with its own
+//!   back-pressure (raw UDP: none, the kernel drops; quinn datagrams and rtq:
+//!   `send_datagram_wait`; the stream: flow control), for 2 s: Mbit/s of payload that arrived,
+//!   and frames sent but not received. rtq here is `rtq_core` (its sessions in a minimal loop).
+//!
 //! Everything runs in one process on 127.0.0.1; both ends read the same clock. Figures are
 //! reported with their ratio to `quinn_datagram` from the same run: absolute times drift from
 //! machine to machine and minute to minute, ratios much less.
@@ -210,7 +215,97 @@ fn main() {
         }
     }
     print_table(&results, &per_round);
+    // Goodput: as fast as each contender takes 1100-byte frames, with its own back-pressure.
+    let goodput_contenders = [
+        Contender::RawUdp,
+        Contender::QuinnDatagram,
+        Contender::RtqCore,
+        Contender::QuinnStream,
+    ];
+    let mut goodput: BTreeMap<Contender, Vec<Goodput>> = BTreeMap::new();
+    let gsecs = if args.smoke {
+        0.3
+    } else if args.quick {
+        1.0
+    } else {
+        2.0
+    };
+    for round in 0..args.rounds {
+        for i in 0..goodput_contenders.len() {
+            let c = goodput_contenders[(i + round) % goodput_contenders.len()];
+            if args
+                .only
+                .as_deref()
+                .is_some_and(|o| o != c.name() && o != "goodput")
+            {
+                continue;
+            }
+            let d = Duration::from_secs_f64(gsecs);
+            let g = rt.block_on(async {
+                match c {
+                    Contender::RawUdp => goodput_raw_udp(d).await,
+                    Contender::QuinnDatagram => goodput_quinn_datagram(d).await,
+                    Contender::QuinnStream => goodput_quinn_stream(d).await,
+                    _ => goodput_rtq_core(d).await,
+                }
+            });
+            eprintln!(
+                "round {} goodput {:<15} {:>8.1} Mbit/s  sent {} received {} dropped {}",
+                round + 1,
+                c.name(),
+                g.mbps(),
+                g.sent,
+                g.received,
+                g.sent - g.received
+            );
+            goodput.entry(c).or_default().push(g);
+        }
+    }
+    let median_mbps = |v: &[Goodput]| {
+        let mut m: Vec<f64> = v.iter().map(Goodput::mbps).collect();
+        m.sort_by(f64::total_cmp);
+        m.get(m.len() / 2).copied().unwrap_or(0.0)
+    };
+    println!(
+        "\ngoodput on loopback, one process (1100-byte frames, as fast as each takes them; median over rounds)"
+    );
+    println!(
+        "{:<15} {:>10} {:>10} {:>10} {:>10}",
+        "contender", "Mbit/s", "/ quinn", "/ raw udp", "dropped"
+    );
+    let quinn = goodput
+        .get(&Contender::QuinnDatagram)
+        .map_or(0.0, |v| median_mbps(v));
+    let raw = goodput
+        .get(&Contender::RawUdp)
+        .map_or(0.0, |v| median_mbps(v));
+    for (c, v) in &goodput {
+        let m = median_mbps(v);
+        let dropped: u64 = v.iter().map(|g| g.sent - g.received).sum();
+        println!(
+            "{:<15} {:>10.1} {:>10.2} {:>10.2} {:>10}",
+            c.name(),
+            m,
+            m / quinn.max(1e-9),
+            m / raw.max(1e-9),
+            dropped
+        );
+    }
     if let Some(path) = args.json {
+        let goodput_rows: Vec<_> = goodput
+            .iter()
+            .map(|(c, v)| {
+                let m = median_mbps(v);
+                serde_json::json!({
+                    "case": "goodput", "processes": 1, "contender": c.name(),
+                    "p50_us": null, "p90_us": null, "p99_us": null, "p999_us": null,
+                    "max_us": null, "goodput_mbps": m,
+                    "dropped": v.iter().map(|g| g.sent - g.received).sum::<u64>(),
+                    "goodput_ratio_quinn": m / quinn.max(1e-9),
+                    "goodput_ratio_raw_udp": m / raw.max(1e-9),
+                })
+            })
+            .collect();
         let rows: Vec<_> = results
             .iter()
             .map(|((case, c), h)| {
@@ -233,6 +328,7 @@ fn main() {
                     "p50_ratio_raw_udp": u50, "p99_ratio_raw_udp": u99,
                 })
             })
+            .chain(goodput_rows)
             .collect();
         std::fs::write(
             &path,
@@ -594,4 +690,211 @@ async fn quinn_stream(case: Case, duration: Duration) -> LatencyHistogram {
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
     receiver.await.unwrap()
+}
+
+/// What a goodput run moved.
+struct Goodput {
+    /// Frames handed to the transport.
+    sent: u64,
+    /// Frames that arrived.
+    received: u64,
+    /// Payload bytes that arrived.
+    bytes: u64,
+    /// From the first send to the last arrival.
+    elapsed: Duration,
+}
+
+impl Goodput {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Payload of a goodput frame.
+const GOODPUT_FRAME: usize = 1100;
+
+/// Raw UDP as fast as `send_to` takes datagrams: the kernel drops what the receiver's socket
+/// does not hold (counted).
+async fn goodput_raw_udp(duration: Duration) -> Goodput {
+    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = rx.local_addr().unwrap();
+    let receiver = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        let (mut n, mut bytes, mut last) = (0u64, 0u64, now());
+        while let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_millis(200), rx.recv_from(&mut buf)).await
+        {
+            n += 1;
+            bytes += len as u64;
+            last = now();
+        }
+        (n, bytes, last)
+    });
+    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let payload = vec![0x5au8; GOODPUT_FRAME];
+    let start = now();
+    let mut sent = 0u64;
+    while now() < start + duration {
+        tx.send_to(&payload, addr).await.unwrap();
+        sent += 1;
+    }
+    let (received, bytes, last) = receiver.await.unwrap();
+    Goodput {
+        sent,
+        received,
+        bytes,
+        elapsed: last.saturating_duration_since(start),
+    }
+}
+
+/// Bare quinn datagrams with `send_datagram_wait`'s back-pressure.
+async fn goodput_quinn_datagram(duration: Duration) -> Goodput {
+    let (server, addr, client_cfg, transport) = quinn_pair();
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let (mut n, mut bytes, mut last) = (0u64, 0u64, now());
+        while let Ok(d) = conn.read_datagram().await {
+            n += 1;
+            bytes += d.len() as u64;
+            last = now();
+        }
+        (n, bytes, last)
+    });
+    let mut client_cfg = client_cfg;
+    client_cfg.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(client_cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let payload = Bytes::from(vec![0x5au8; GOODPUT_FRAME]);
+    let start = now();
+    let mut sent = 0u64;
+    while now() < start + duration {
+        conn.send_datagram_wait(payload.clone()).await.unwrap();
+        sent += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    let (received, bytes, last) = receiver.await.unwrap();
+    Goodput {
+        sent,
+        received,
+        bytes,
+        elapsed: last.saturating_duration_since(start),
+    }
+}
+
+/// Bare quinn, one reliable stream: everything written arrives; goodput is what QUIC's flow
+/// and congestion control let through.
+async fn goodput_quinn_stream(duration: Duration) -> Goodput {
+    let (server, addr, client_cfg, transport) = quinn_pair();
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        let (mut bytes, mut last) = (0u64, now());
+        while let Ok(Some(c)) = recv.read_chunk(1 << 20, true).await {
+            bytes += c.bytes.len() as u64;
+            last = now();
+        }
+        (bytes / GOODPUT_FRAME as u64, bytes, last)
+    });
+    let mut client_cfg = client_cfg;
+    client_cfg.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(client_cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let mut send = conn.open_uni().await.unwrap();
+    let payload = vec![0x5au8; GOODPUT_FRAME];
+    let start = now();
+    let mut sent = 0u64;
+    while now() < start + duration {
+        send.write_all(&payload).await.unwrap();
+        sent += 1;
+    }
+    send.finish().unwrap();
+    let _ = send.stopped().await;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    let (received, bytes, last) = receiver.await.unwrap();
+    Goodput {
+        sent,
+        received,
+        bytes,
+        elapsed: last.saturating_duration_since(start),
+    }
+}
+
+/// rtq's sessions (compression off) driven by a minimal loop with `send_datagram_wait`'s
+/// back-pressure: frames are pushed while the sender's queue holds less than 64 KiB.
+async fn goodput_rtq_core(duration: Duration) -> Goodput {
+    use rtq::session::{ReceiverSession, SenderSession};
+    use rtq::source::SourceFrame;
+    let (server, addr, client_cfg, transport) = quinn_pair();
+    let receiver = tokio::spawn(async move {
+        let conn = server.accept().await.unwrap().await.unwrap();
+        let mut rx =
+            ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
+        let mut last = now();
+        while let Ok(d) = conn.read_datagram().await {
+            rx.handle_datagram(now(), d);
+            last = now();
+        }
+        let st = rx.stats();
+        (st.frames_complete, st.bytes_payload, last)
+    });
+    let mut client_cfg = client_cfg;
+    client_cfg.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(client_cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let cfg = SenderConfig {
+        compress: CompressLevel::Off,
+        ..Default::default()
+    };
+    let mut tx = SenderSession::new(cfg, rtq::net::system_anchor(), now());
+    let payload = Bytes::from(vec![0x5au8; GOODPUT_FRAME]);
+    let start = now();
+    let mut sent = 0u64;
+    while now() < start + duration {
+        let t = now();
+        while tx.queued_bytes() < 64 * 1024 {
+            let frame = SourceFrame {
+                capture: t,
+                keyframe: false,
+                data: payload.clone(),
+            };
+            tx.push_frame(t, frame).unwrap();
+            sent += 1;
+        }
+        let max = conn.max_datagram_size().unwrap();
+        while let Some(d) = tx.poll_datagram(now(), max) {
+            conn.send_datagram_wait(d).await.unwrap();
+        }
+    }
+    // What is still queued goes out too.
+    let max = conn.max_datagram_size().unwrap();
+    while let Some(d) = tx.poll_datagram(now(), max) {
+        conn.send_datagram_wait(d).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.close(0u32.into(), b"done");
+    client.wait_idle().await;
+    let (received, bytes, last) = receiver.await.unwrap();
+    // Frames the sender dropped (its deadline) never went out: the rest is what was sent.
+    let dropped_by_sender = tx.stats().dropped.total;
+    Goodput {
+        sent: sent - dropped_by_sender.min(sent),
+        received,
+        bytes,
+        elapsed: last.saturating_duration_since(start),
+    }
 }
