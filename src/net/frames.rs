@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::debug;
 
 use crate::session::Outgoing;
-use crate::wire::stream::{MAX_RECORD, RECORD_PREFIX, RecordDecoder, encode_record};
+use crate::wire::stream::{FrameCollector, MAX_RECORD, RECORD_PREFIX, RecordDecoder};
 
 /// Frame streams in flight at most (sender: not yet acknowledged in full; receiver: the
 /// concurrent unidirectional streams it grants).
@@ -37,7 +37,7 @@ pub fn frame_priority(seq: u64) -> i32 {
 pub(crate) struct FrameWriter {
     conn: quinn::Connection,
     tasks: JoinSet<()>,
-    current: Option<(u64, BytesMut)>,
+    frame: FrameCollector,
     resets: Arc<AtomicU64>,
 }
 
@@ -46,7 +46,7 @@ impl FrameWriter {
         Self {
             conn,
             tasks: JoinSet::new(),
-            current: None,
+            frame: FrameCollector::new(),
             resets: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -60,7 +60,7 @@ impl FrameWriter {
     /// Whether the next fragment may be taken: one of the frame being collected, or the first
     /// of a frame there is room for.
     pub(crate) fn can_take(&mut self) -> bool {
-        self.current.is_some() || self.has_room()
+        self.frame.is_collecting() || self.has_room()
     }
 
     /// Takes one fragment; the frame's last one sends the frame. Returns false for a datagram
@@ -69,21 +69,8 @@ impl FrameWriter {
         let Some(seq) = out.frame else {
             return false;
         };
-        let buf = match &mut self.current {
-            Some((s, buf)) if *s == seq => buf,
-            _ => {
-                self.current = Some((seq, BytesMut::new()));
-                match &mut self.current {
-                    Some((_, buf)) => buf,
-                    None => return false,
-                }
-            }
-        };
-        encode_record(&out.data, buf);
-        if out.last_of_frame
-            && let Some((seq, buf)) = self.current.take()
-        {
-            self.spawn(seq, buf.freeze(), out.deadline);
+        if let Some(stream) = self.frame.push(seq, &out.data, out.last_of_frame) {
+            self.spawn(seq, stream, out.deadline);
         }
         true
     }

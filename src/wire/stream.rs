@@ -51,6 +51,42 @@ pub fn encode_record(fragment: &[u8], out: &mut BytesMut) {
     out.put_slice(&fragment[..usize::from(len)]);
 }
 
+/// Gathers a frame's fragments, as the sender hands them out one by one, into the bytes of the
+/// frame's stream (both shells' writers use it).
+#[derive(Debug, Default)]
+pub struct FrameCollector {
+    current: Option<(u64, BytesMut)>,
+}
+
+impl FrameCollector {
+    /// A collector holding nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a frame is part-way collected (its next fragment must be taken before the next
+    /// frame starts).
+    pub fn is_collecting(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Adds fragment `data` of frame `seq` as a record; with its frame's `last` fragment,
+    /// returns the whole stream. A fragment of another frame starts that frame afresh (the
+    /// sender never interleaves frames; what was collected is dropped).
+    pub fn push(&mut self, seq: u64, data: &[u8], last: bool) -> Option<Bytes> {
+        let buf = match &mut self.current {
+            Some((s, buf)) if *s == seq => buf,
+            slot => &mut slot.insert((seq, BytesMut::new())).1,
+        };
+        encode_record(data, buf);
+        if last {
+            self.current.take().map(|(_, b)| b.freeze())
+        } else {
+            None
+        }
+    }
+}
+
 /// Cuts a frame stream's bytes into records.
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
@@ -177,6 +213,27 @@ mod tests {
         let mut d = RecordDecoder::new();
         assert_eq!(d.push(&[0]), Ok(vec![]));
         assert_eq!(d.finish(), Err(RecordError::Truncated(1)));
+    }
+
+    #[test]
+    fn a_frames_fragments_become_one_stream_of_records() {
+        let mut c = FrameCollector::new();
+        assert!(!c.is_collecting());
+        assert_eq!(c.push(4, b"ab", false), None);
+        assert!(c.is_collecting());
+        let stream = c.push(4, b"c", true).unwrap();
+        assert!(!c.is_collecting());
+        let mut d = RecordDecoder::new();
+        let got: Vec<Vec<u8>> = d
+            .push(&stream)
+            .unwrap()
+            .iter()
+            .map(|b| b.to_vec())
+            .collect();
+        assert_eq!(got, vec![b"ab".to_vec(), b"c".to_vec()]);
+        // Another frame's fragment starts afresh.
+        c.push(5, b"x", false);
+        assert_eq!(c.push(6, b"y", true).unwrap().as_ref(), &[0, 1, b'y']);
     }
 
     proptest! {

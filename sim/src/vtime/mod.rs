@@ -36,7 +36,7 @@ use rtq::session::{
 };
 use rtq::source::SyntheticSource;
 use rtq::stats::report::SessionReport;
-use rtq::wire::stream::{MAX_RECORD, RECORD_PREFIX, RecordDecoder, encode_record};
+use rtq::wire::stream::{FrameCollector, MAX_RECORD, RECORD_PREFIX, RecordDecoder};
 
 use crate::config::{Direction, LinkConfig};
 use crate::link::Path;
@@ -556,7 +556,7 @@ struct FrameStream {
 #[derive(Default)]
 struct FrameStreams {
     /// The frame whose fragments are being collected.
-    collecting: Option<(u64, bytes::BytesMut)>,
+    collecting: FrameCollector,
     /// Whole frames waiting for a stream.
     waiting: VecDeque<(u64, Bytes, Instant)>,
     open: Vec<FrameStream>,
@@ -564,7 +564,7 @@ struct FrameStreams {
 
 impl FrameStreams {
     fn can_take(&self) -> bool {
-        self.collecting.is_some()
+        self.collecting.is_collecting()
             || self.open.len() + self.waiting.len() < MAX_FRAME_STREAMS as usize
     }
 
@@ -572,16 +572,8 @@ impl FrameStreams {
         let Some(seq) = out.frame else {
             return;
         };
-        if self.collecting.as_ref().is_none_or(|(s, _)| *s != seq) {
-            self.collecting = Some((seq, bytes::BytesMut::new()));
-        }
-        if let Some((_, buf)) = self.collecting.as_mut() {
-            encode_record(&out.data, buf);
-        }
-        if out.last_of_frame
-            && let Some((seq, buf)) = self.collecting.take()
-        {
-            self.waiting.push_back((seq, buf.freeze(), out.deadline));
+        if let Some(stream) = self.collecting.push(seq, &out.data, out.last_of_frame) {
+            self.waiting.push_back((seq, stream, out.deadline));
         }
     }
 
