@@ -264,6 +264,51 @@ impl FrameTx {
     }
 }
 
+/// Where a writer's frames go.
+enum Sink {
+    /// A byte stream: frames back to back, flushed whenever the queue is empty.
+    Bytes(Box<dyn AsyncWrite + Send + Unpin>),
+    /// A datagram per frame, to this address.
+    Udp(tokio::net::UdpSocket, std::net::SocketAddr),
+}
+
+impl Sink {
+    /// Writes one frame (`more`: others wait behind it); returns the bytes written. Only a
+    /// byte stream's errors end the writer.
+    async fn put(&mut self, frame: &[u8], more: bool) -> std::io::Result<u64> {
+        match self {
+            Self::Bytes(out) => {
+                out.write_all(frame).await?;
+                if !more {
+                    out.flush().await?;
+                }
+                Ok(frame.len() as u64)
+            }
+            Self::Udp(_, _) if frame.len() > MAX_UDP_PAYLOAD => {
+                tracing::warn!(
+                    len = frame.len(),
+                    "frame too large for a UDP datagram; skipped"
+                );
+                Ok(0)
+            }
+            Self::Udp(socket, to) => match socket.send_to(frame, *to).await {
+                Ok(n) => Ok(n as u64),
+                Err(e) => {
+                    tracing::debug!(%e, "UDP output send failed");
+                    Ok(0)
+                }
+            },
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Bytes(out) => out.flush().await,
+            Self::Udp(..) => Ok(()),
+        }
+    }
+}
+
 /// A running writer of frames to one stream.
 #[derive(Debug)]
 pub struct Writer {
@@ -309,49 +354,26 @@ impl Writer {
                 format!("cannot open a socket for udp://{addr}: {e}"),
             )
         })?;
-        let (tx, mut rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let written_back = Arc::clone(&queued);
-        let task = tokio::spawn(async move {
-            let mut written = 0u64;
-            while let Some(frame) = rx.recv().await {
-                written_back.fetch_sub(frame.len(), Ordering::Relaxed);
-                if frame.len() > MAX_UDP_PAYLOAD {
-                    tracing::warn!(
-                        len = frame.len(),
-                        "frame too large for a UDP datagram; skipped"
-                    );
-                    continue;
-                }
-                match socket.send_to(&frame, addr).await {
-                    Ok(n) => written += n as u64,
-                    Err(e) => tracing::debug!(%e, "UDP output send failed"),
-                }
-            }
-            Ok(written)
-        });
-        Ok(Self {
-            tx: FrameTx { tx, queued },
-            task,
-        })
+        Ok(Self::spawn(Sink::Udp(socket, addr)))
     }
 
     /// Writes to any writer.
-    pub fn from_writer(mut out: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
+    pub fn from_writer(out: Box<dyn AsyncWrite + Send + Unpin>) -> Self {
+        Self::spawn(Sink::Bytes(out))
+    }
+
+    /// Starts the task that takes frames from the queue to `sink`.
+    fn spawn(mut sink: Sink) -> Self {
         let (tx, mut rx) = mpsc::channel::<Bytes>(OUTPUT_QUEUE);
         let queued = Arc::new(AtomicUsize::new(0));
         let written_back = Arc::clone(&queued);
         let task = tokio::spawn(async move {
             let mut written = 0u64;
             while let Some(frame) = rx.recv().await {
-                out.write_all(&frame).await?;
-                written += frame.len() as u64;
+                written += sink.put(&frame, !rx.is_empty()).await?;
                 written_back.fetch_sub(frame.len(), Ordering::Relaxed);
-                if rx.is_empty() {
-                    out.flush().await?;
-                }
             }
-            out.flush().await?;
+            sink.flush().await?;
             Ok(written)
         });
         Self {
