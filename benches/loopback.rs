@@ -456,14 +456,7 @@ async fn rtq_core(case: Case, duration: Duration) -> LatencyHistogram {
         }
         rx.delays().network.clone()
     });
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let mut client_cfg = client_cfg;
-    client_cfg.transport_config(transport);
-    let conn = client
-        .connect_with(client_cfg, addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (client, conn) = connect(client_cfg, transport, addr).await;
     let cfg = SenderConfig {
         compress: CompressLevel::Off,
         ..Default::default()
@@ -520,6 +513,22 @@ fn quinn_pair() -> (
     )
 }
 
+/// A client endpoint connected to `addr` with `cfg` and `transport`.
+async fn connect(
+    mut cfg: quinn::ClientConfig,
+    transport: Arc<quinn::TransportConfig>,
+    addr: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    cfg.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(cfg, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    (client, conn)
+}
+
 /// Bare quinn: each frame's fragments as datagrams with (frame id, fragment count, send time).
 async fn bare_quinn(case: Case, duration: Duration) -> LatencyHistogram {
     let (server, addr, client_cfg, transport) = quinn_pair();
@@ -542,14 +551,7 @@ async fn bare_quinn(case: Case, duration: Duration) -> LatencyHistogram {
         }
         h
     });
-    let mut client_cfg = client_cfg;
-    client_cfg.transport_config(transport);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = client
-        .connect_with(client_cfg, addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (client, conn) = connect(client_cfg, transport, addr).await;
     let period = Duration::from_secs_f64(1.0 / case.fps());
     let start = now();
     let frames = (duration.as_secs_f64() * case.fps()) as u64;
@@ -663,14 +665,7 @@ async fn quinn_stream(case: Case, duration: Duration) -> LatencyHistogram {
         }
         h
     });
-    let mut client_cfg = client_cfg;
-    client_cfg.transport_config(transport);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = client
-        .connect_with(client_cfg, addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (client, conn) = connect(client_cfg, transport, addr).await;
     let mut send = conn.open_uni().await.unwrap();
     let period = Duration::from_secs_f64(1.0 / case.fps());
     let start = now();
@@ -760,14 +755,7 @@ async fn goodput_quinn_datagram(duration: Duration) -> Goodput {
         }
         (n, bytes, last)
     });
-    let mut client_cfg = client_cfg;
-    client_cfg.transport_config(transport);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = client
-        .connect_with(client_cfg, addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (client, conn) = connect(client_cfg, transport, addr).await;
     let payload = Bytes::from(vec![0x5au8; GOODPUT_FRAME]);
     let start = now();
     let mut sent = 0u64;
@@ -801,14 +789,7 @@ async fn goodput_quinn_stream(duration: Duration) -> Goodput {
         }
         (bytes / GOODPUT_FRAME as u64, bytes, last)
     });
-    let mut client_cfg = client_cfg;
-    client_cfg.transport_config(transport);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = client
-        .connect_with(client_cfg, addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (client, conn) = connect(client_cfg, transport, addr).await;
     let mut send = conn.open_uni().await.unwrap();
     let payload = vec![0x5au8; GOODPUT_FRAME];
     let start = now();
@@ -848,14 +829,7 @@ async fn goodput_rtq_core(duration: Duration) -> Goodput {
         let st = rx.stats();
         (st.frames_complete, st.bytes_payload, last)
     });
-    let mut client_cfg = client_cfg;
-    client_cfg.transport_config(transport);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = client
-        .connect_with(client_cfg, addr, "localhost")
-        .unwrap()
-        .await
-        .unwrap();
+    let (client, conn) = connect(client_cfg, transport, addr).await;
     let cfg = SenderConfig {
         compress: CompressLevel::Off,
         ..Default::default()
