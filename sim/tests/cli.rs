@@ -103,6 +103,42 @@ fn realtime_runs_the_same_session_on_the_wall_clock() {
     assert!(v["link"]["forward"]["delay_us"]["p50"].as_u64().unwrap() >= 5_000);
 }
 
+/// The real shells (tokio and quinn) carry retransmission requests by datagram and answer
+/// them: on a lossy link without FEC, copies are asked for and sent.
+#[test]
+fn realtime_shells_ask_for_and_send_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sim()
+        .args([
+            "run",
+            "--realtime",
+            "--quiet",
+            "--duration",
+            "2s",
+            "--delay",
+            "5ms",
+            "--loss",
+            "5%",
+            "--fec",
+            "off",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let asked = v["receiver"]["recovery"]["retransmit_requests"]
+        .as_u64()
+        .unwrap();
+    let sent = v["sender"]["recovery"]["retransmitted"].as_u64().unwrap();
+    assert!(asked > 0 && sent > 0, "{:#}", v["sender"]["recovery"]);
+    assert_eq!(v["sender"]["datagrams"]["dropped"]["total"], 0);
+}
+
 #[test]
 fn bad_scenarios_and_traces_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -226,6 +226,9 @@ async fn drive(
     // a timer registration each time.
     let closed = conn.closed();
     tokio::pin!(closed);
+    // Retransmission requests from the receiver (datagrams): one read waits across iterations,
+    // renewed when it completes.
+    let mut request = Box::pin(conn.read_datagram());
     let mut armed = start + Duration::from_secs(3600);
     let sleep = tokio::time::sleep_until(armed.into());
     tokio::pin!(sleep);
@@ -407,9 +410,11 @@ async fn drive(
                     }
                 }
             }
-            d = conn.read_datagram(), if datagrams_open => match d {
-                // Retransmission requests from the receiver.
-                Ok(d) => session.handle_datagram(now(), d),
+            d = &mut request, if datagrams_open => match d {
+                Ok(d) => {
+                    request.set(conn.read_datagram());
+                    session.handle_datagram(now(), d);
+                }
                 // The connection is closing: `closed` says why.
                 Err(_) => datagrams_open = false,
             },
