@@ -1,7 +1,9 @@
-//! Loopback latency: rtq beside bare quinn datagrams, measured in the same run.
+//! Loopback latency and goodput: rtq beside raw UDP, bare quinn datagrams and a reliable quinn
+//! stream, measured in the same run, in one process and in two.
 //!
-//! `cargo bench --bench loopback [-- --quick] [-- --json PATH] [-- --rounds N] [-- --current-thread]`
-//! [-- --only CONTENDER|CASE] (`cargo test --benches` runs it as a short smoke test).
+//! `cargo bench --bench loopback [-- --quick] [-- --json PATH] [-- --rounds N]
+//! [-- --processes 1|2] [-- --current-thread] [-- --only CONTENDER|CASE]`
+//! (`cargo test --benches` runs it as a short smoke test).
 //!
 //! Contenders, interleaved round by round so that machine noise hits all of them alike:
 //! - `raw_udp`: tokio UDP sockets, no encryption, no congestion control: each frame's pieces
@@ -11,7 +13,8 @@
 //!   fragments sent with `send_datagram_wait` carrying a timestamp; no rtq stages;
 //! - `rtq_core`: rtq's sender and receiver sessions (compression off) driven by loops as
 //!   minimal as bare quinn's, without control stream or playout: the cost of rtq's stages;
-//! - `rtq`: rtq's real shells (`net::sender::run` and `net::receiver::Receiver`), compression off;
+//! - `rtq`: rtq's real shells (`net::sender::run`, as `rtq-send` runs it, and
+//!   `net::receiver::Receiver`, as `rtq-recv` runs it), compression off;
 //! - `rtq_compressed`: the same with DEFLATE level 1;
 //! - `quinn_stream`: bare quinn, one reliable stream, each frame written as (length, send
 //!   time, payload): what a TCP-like transport gives.
@@ -20,21 +23,28 @@
 //! - `small`: 1000-byte frames at 1000 frames/s; one-way delay from handing the frame to the
 //!   transport to the frame complete at the receiver;
 //! - `video`: 50 000-byte frames at 30 frames/s; the same delay, i.e. first fragment handed to
-//!   the transport → last fragment received (rtq: capture → complete, its *network* delay).
+//!   the transport → last fragment received (rtq: capture → complete, its *network* delay);
+//! - `goodput`: 1100-byte frames (one datagram each, whatever the path MTU) as fast as each
+//!   contender takes them, with its own back-pressure (raw UDP: none, the kernel drops; quinn
+//!   datagrams and rtq: `send_datagram_wait`; the stream: flow control), for 2 s: Mbit/s of
+//!   payload that arrived, and frames sent but not received. rtq here is `rtq_core` (its
+//!   sessions in a minimal loop).
 //!
-//! - `goodput`: 1100-byte frames (one datagram each, whatever the path MTU) as fast as each contender takes them, with its own
-//!   back-pressure (raw UDP: none, the kernel drops; quinn datagrams and rtq:
-//!   `send_datagram_wait`; the stream: flow control), for 2 s: Mbit/s of payload that arrived,
-//!   and frames sent but not received. rtq here is `rtq_core` (its sessions in a minimal loop).
-//!
-//! Everything runs in one process on 127.0.0.1; both ends read the same clock. Figures are
-//! reported with their ratio to `quinn_datagram` from the same run: absolute times drift from
-//! machine to machine and minute to minute, ratios much less.
+//! Processes: with `processes = 1` sender and receiver run in this process on one tokio
+//! runtime; with `processes = 2` the receiver half runs in a child process (this bench binary
+//! started again with `--serve`, on a runtime of its own) that announces its address and
+//! certificate fingerprint on stdout and prints what it measured when the run ends. Both read
+//! the system clock (microseconds since the Unix epoch), so one-way delays compare across the
+//! two processes. Everything runs on 127.0.0.1. Figures are reported with their ratio to
+//! `quinn_datagram` and to `raw_udp` run the same way in the same round: absolute times drift
+//! from machine to machine and minute to minute, ratios much less.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark fails loudly")]
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,36 +52,63 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rtq::compress::CompressLevel;
 use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use rtq::net::sender::{SendOptions, SourceSpec};
-use rtq::net::tls::{Identity, Trust, client_config, server_config};
+use rtq::net::tls::{Fingerprint, Identity, Trust, client_config, server_config};
 use rtq::net::transport::{TransportOptions, transport_config};
 use rtq::net::{Shutdown, now};
 use rtq::session::{ReceiverConfig, SenderConfig};
 use rtq::source::{SourceKind, SyntheticSource};
 use rtq::stats::LatencyHistogram;
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Case {
     Small,
     Video,
+    Goodput,
 }
 
 impl Case {
+    const ALL: [Case; 3] = [Case::Small, Case::Video, Case::Goodput];
+
     fn name(self) -> &'static str {
         match self {
             Case::Small => "small",
             Case::Video => "video",
+            Case::Goodput => "goodput",
         }
     }
     fn frame_size(self) -> usize {
         match self {
             Case::Small => 1000,
             Case::Video => 50_000,
+            Case::Goodput => GOODPUT_FRAME,
         }
     }
+    /// Frames per second (goodput: as fast as the contender takes them).
     fn fps(self) -> f64 {
         match self {
             Case::Small => 1000.0,
             Case::Video => 30.0,
+            Case::Goodput => f64::INFINITY,
+        }
+    }
+    /// The contenders this case runs.
+    fn contenders(self) -> &'static [Contender] {
+        match self {
+            Case::Small | Case::Video => &[
+                Contender::RawUdp,
+                Contender::QuinnDatagram,
+                Contender::RtqCore,
+                Contender::Rtq,
+                Contender::RtqCompressed,
+                Contender::QuinnStream,
+            ],
+            Case::Goodput => &[
+                Contender::RawUdp,
+                Contender::QuinnDatagram,
+                Contender::RtqCore,
+                Contender::QuinnStream,
+            ],
         }
     }
 }
@@ -87,6 +124,15 @@ enum Contender {
 }
 
 impl Contender {
+    const ALL: [Contender; 6] = [
+        Contender::RawUdp,
+        Contender::QuinnDatagram,
+        Contender::RtqCore,
+        Contender::Rtq,
+        Contender::RtqCompressed,
+        Contender::QuinnStream,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Contender::RawUdp => "raw_udp",
@@ -99,6 +145,105 @@ impl Contender {
     }
 }
 
+/// One run: a contender on a case for a while.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    case: Case,
+    contender: Contender,
+    duration: Duration,
+}
+
+impl Job {
+    /// Frames the sender is given (latency cases).
+    fn frames(&self) -> u64 {
+        (self.duration.as_secs_f64() * self.case.fps()) as u64
+    }
+}
+
+/// What a receiver announces when it is ready for the sender.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    addr: SocketAddr,
+    /// Its certificate's fingerprint (QUIC contenders).
+    fingerprint: Option<Fingerprint>,
+}
+
+/// What a receiver measured.
+#[derive(Debug)]
+enum Measured {
+    /// One-way delays of the frames that arrived, µs.
+    Delays(LatencyHistogram),
+    /// Goodput: frames and payload bytes that arrived, and when the last did (µs since the
+    /// Unix epoch).
+    Goodput {
+        received: u64,
+        bytes: u64,
+        last_us: u64,
+    },
+}
+
+impl Measured {
+    /// One line for the child's stdout.
+    fn encode(&self) -> String {
+        match self {
+            Measured::Delays(h) => {
+                let mut s = String::from("delays");
+                for v in h.histogram().iter_recorded() {
+                    s += &format!(" {}:{}", v.value_iterated_to(), v.count_at_value());
+                }
+                s
+            }
+            Measured::Goodput {
+                received,
+                bytes,
+                last_us,
+            } => format!("goodput {received} {bytes} {last_us}"),
+        }
+    }
+
+    fn decode(line: &str) -> Option<Self> {
+        let mut words = line.split_whitespace();
+        match words.next()? {
+            "delays" => {
+                let mut h = LatencyHistogram::default();
+                for w in words {
+                    let (v, n) = w.split_once(':')?;
+                    let (v, n): (i64, u64) = (v.parse().ok()?, n.parse().ok()?);
+                    for _ in 0..n {
+                        h.record(v);
+                    }
+                }
+                Some(Measured::Delays(h))
+            }
+            "goodput" => Some(Measured::Goodput {
+                received: words.next()?.parse().ok()?,
+                bytes: words.next()?.parse().ok()?,
+                last_us: words.next()?.parse().ok()?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What the sender side did.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Frames handed to the transport (and not dropped by rtq's own sender).
+    frames: u64,
+    /// When sending began, µs since the Unix epoch.
+    start_us: u64,
+}
+
+/// The clock both processes read: µs since the Unix epoch.
+fn clock_us() -> u64 {
+    rtq::net::system_anchor().micros(now())
+}
+
+/// `now − sent`, µs.
+fn since(sent_us: u64) -> i64 {
+    clock_us() as i64 - sent_us as i64
+}
+
 struct Args {
     quick: bool,
     smoke: bool,
@@ -106,6 +251,9 @@ struct Args {
     json: Option<String>,
     rounds: usize,
     only: Option<String>,
+    processes: Vec<u8>,
+    /// `--serve CONTENDER CASE SECONDS`: be the receiver half of a two-process run.
+    serve: Option<Job>,
 }
 
 fn args() -> Args {
@@ -114,8 +262,10 @@ fn args() -> Args {
         smoke: true,
         current_thread: false,
         json: None,
-        rounds: 5,
+        rounds: 3,
         only: None,
+        processes: vec![1, 2],
+        serve: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -126,12 +276,27 @@ fn args() -> Args {
             "--current-thread" => a.current_thread = true,
             "--json" => a.json = it.next(),
             "--only" => a.only = it.next(),
-            "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()).unwrap_or(5),
+            "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()).unwrap_or(3),
+            "--processes" => match it.next().as_deref() {
+                Some("1") => a.processes = vec![1],
+                Some("2") => a.processes = vec![2],
+                other => panic!("--processes {other:?}: use 1 or 2"),
+            },
+            "--serve" => {
+                let c = it.next().unwrap();
+                let k = it.next().unwrap();
+                let secs: f64 = it.next().unwrap().parse().unwrap();
+                a.serve = Some(Job {
+                    contender: *Contender::ALL.iter().find(|x| x.name() == c).unwrap(),
+                    case: *Case::ALL.iter().find(|x| x.name() == k).unwrap(),
+                    duration: Duration::from_secs_f64(secs),
+                });
+            }
             _ => {}
         }
     }
     if a.quick {
-        a.rounds = a.rounds.min(2);
+        a.rounds = 1;
     }
     if a.smoke {
         a.rounds = 1;
@@ -139,10 +304,9 @@ fn args() -> Args {
     a
 }
 
-fn main() {
-    let args = args();
-    // The binaries' runtime (two workers) by default; --current-thread puts everything on one.
-    let rt = if args.current_thread {
+/// The binaries' runtime (two workers) by default; --current-thread puts everything on one.
+fn runtime(current_thread: bool) -> tokio::runtime::Runtime {
+    if current_thread {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -153,185 +317,137 @@ fn main() {
             .enable_all()
             .build()
             .unwrap()
-    };
+    }
+}
+
+fn main() {
+    let args = args();
+    let rt = runtime(args.current_thread);
+    if let Some(job) = args.serve {
+        serve_child(&rt, job);
+        return;
+    }
     let secs = |case: Case| match (case, args.quick, args.smoke) {
         (_, _, true) => 0.3,
         (Case::Small, false, _) => 2.0,
         (Case::Small, true, _) => 1.0,
         (Case::Video, false, _) => 4.0,
         (Case::Video, true, _) => 2.0,
+        (Case::Goodput, false, _) => 2.0,
+        (Case::Goodput, true, _) => 1.0,
     };
-    let contenders = [
-        Contender::RawUdp,
-        Contender::QuinnDatagram,
-        Contender::RtqCore,
-        Contender::Rtq,
-        Contender::RtqCompressed,
-        Contender::QuinnStream,
-    ];
-    let mut results: BTreeMap<(Case, Contender), LatencyHistogram> = BTreeMap::new();
-    let mut per_round: BTreeMap<(Case, Contender), Vec<(u64, u64)>> = BTreeMap::new();
-    // Frames each contender was given (its source's count), for `dropped`.
-    let mut expected: BTreeMap<(Case, Contender), u64> = BTreeMap::new();
+    // Keyed by (case, processes, contender).
+    let mut delays: BTreeMap<Key, LatencyHistogram> = BTreeMap::new();
+    let mut per_round: BTreeMap<Key, Vec<(u64, u64)>> = BTreeMap::new();
+    let mut dropped: BTreeMap<Key, u64> = BTreeMap::new();
+    let mut goodput: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
     for round in 0..args.rounds {
-        for case in [Case::Small, Case::Video] {
-            // Rotate the order each round so that no contender always runs first.
-            for i in 0..contenders.len() {
-                let c = contenders[(i + round) % contenders.len()];
-                if args
-                    .only
-                    .as_deref()
-                    .is_some_and(|o| o != c.name() && o != case.name())
-                {
-                    continue;
-                }
-                let d = Duration::from_secs_f64(secs(case));
-                let h = rt.block_on(async {
-                    match c {
-                        Contender::RawUdp => raw_udp(case, d).await,
-                        Contender::QuinnDatagram => bare_quinn(case, d).await,
-                        Contender::QuinnStream => quinn_stream(case, d).await,
-                        Contender::Rtq => rtq(case, d, CompressLevel::Off).await,
-                        Contender::RtqCompressed => rtq(case, d, CompressLevel::Fast).await,
-                        Contender::RtqCore => rtq_core(case, d).await,
+        for &procs in &args.processes {
+            for case in Case::ALL {
+                let contenders = case.contenders();
+                // Rotate the order each round so that no contender always runs first.
+                for i in 0..contenders.len() {
+                    let c = contenders[(i + round) % contenders.len()];
+                    if args
+                        .only
+                        .as_deref()
+                        .is_some_and(|o| o != c.name() && o != case.name())
+                    {
+                        continue;
                     }
-                });
-                eprintln!(
-                    "round {} {:<5} {:<15} frames {:>6}  p50 {:>7} µs  p99 {:>7} µs",
-                    round + 1,
-                    case.name(),
-                    c.name(),
-                    h.len(),
-                    h.quantile(0.5),
-                    h.quantile(0.99)
-                );
-                per_round
-                    .entry((case, c))
-                    .or_default()
-                    .push((h.quantile(0.5), h.quantile(0.99)));
-                results.entry((case, c)).or_default().merge(&h);
-                *expected.entry((case, c)).or_default() += (d.as_secs_f64() * case.fps()) as u64;
-            }
-        }
-    }
-    print_table(&results, &per_round);
-    // Goodput: as fast as each contender takes 1100-byte frames, with its own back-pressure.
-    let goodput_contenders = [
-        Contender::RawUdp,
-        Contender::QuinnDatagram,
-        Contender::RtqCore,
-        Contender::QuinnStream,
-    ];
-    let mut goodput: BTreeMap<Contender, Vec<Goodput>> = BTreeMap::new();
-    let gsecs = if args.smoke {
-        0.3
-    } else if args.quick {
-        1.0
-    } else {
-        2.0
-    };
-    for round in 0..args.rounds {
-        for i in 0..goodput_contenders.len() {
-            let c = goodput_contenders[(i + round) % goodput_contenders.len()];
-            if args
-                .only
-                .as_deref()
-                .is_some_and(|o| o != c.name() && o != "goodput")
-            {
-                continue;
-            }
-            let d = Duration::from_secs_f64(gsecs);
-            let g = rt.block_on(async {
-                match c {
-                    Contender::RawUdp => goodput_raw_udp(d).await,
-                    Contender::QuinnDatagram => goodput_quinn_datagram(d).await,
-                    Contender::QuinnStream => goodput_quinn_stream(d).await,
-                    _ => goodput_rtq_core(d).await,
+                    let job = Job {
+                        case,
+                        contender: c,
+                        duration: Duration::from_secs_f64(secs(case)),
+                    };
+                    let (measured, sent) = if procs == 1 {
+                        run_in_process(&rt, job)
+                    } else {
+                        run_in_two_processes(&rt, job, args.current_thread)
+                    };
+                    let key = (case, procs, c);
+                    match measured {
+                        Measured::Delays(h) => {
+                            let lost = sent.frames.saturating_sub(h.len());
+                            eprintln!(
+                                "round {} {}p {:<7} {:<15} frames {:>6}  p50 {:>7} µs  p99 {:>7} µs  dropped {lost}",
+                                round + 1,
+                                procs,
+                                case.name(),
+                                c.name(),
+                                h.len(),
+                                h.quantile(0.5),
+                                h.quantile(0.99)
+                            );
+                            per_round
+                                .entry(key)
+                                .or_default()
+                                .push((h.quantile(0.5), h.quantile(0.99)));
+                            delays.entry(key).or_default().merge(&h);
+                            *dropped.entry(key).or_default() += lost;
+                        }
+                        Measured::Goodput {
+                            received,
+                            bytes,
+                            last_us,
+                        } => {
+                            let secs = last_us.saturating_sub(sent.start_us) as f64 / 1e6;
+                            let mbps = bytes as f64 * 8.0 / secs.max(1e-9) / 1e6;
+                            let lost = sent.frames.saturating_sub(received);
+                            eprintln!(
+                                "round {} {}p goodput {:<15} {:>8.1} Mbit/s  sent {} received {received} dropped {lost}",
+                                round + 1,
+                                procs,
+                                c.name(),
+                                mbps,
+                                sent.frames,
+                            );
+                            goodput.entry(key).or_default().push(mbps);
+                            *dropped.entry(key).or_default() += lost;
+                        }
+                    }
                 }
-            });
-            eprintln!(
-                "round {} goodput {:<15} {:>8.1} Mbit/s  sent {} received {} dropped {}",
-                round + 1,
-                c.name(),
-                g.mbps(),
-                g.sent,
-                g.received,
-                g.sent - g.received
-            );
-            goodput.entry(c).or_default().push(g);
+            }
         }
     }
-    let median_mbps = |v: &[Goodput]| {
-        let mut m: Vec<f64> = v.iter().map(Goodput::mbps).collect();
-        m.sort_by(f64::total_cmp);
-        m.get(m.len() / 2).copied().unwrap_or(0.0)
-    };
-    println!(
-        "\ngoodput on loopback, one process (1100-byte frames, as fast as each takes them; median over rounds)"
-    );
-    println!(
-        "{:<15} {:>10} {:>10} {:>10} {:>10}",
-        "contender", "Mbit/s", "/ quinn", "/ raw udp", "dropped"
-    );
-    let quinn = goodput
-        .get(&Contender::QuinnDatagram)
-        .map_or(0.0, |v| median_mbps(v));
-    let raw = goodput
-        .get(&Contender::RawUdp)
-        .map_or(0.0, |v| median_mbps(v));
-    for (c, v) in &goodput {
-        let m = median_mbps(v);
-        let dropped: u64 = v.iter().map(|g| g.sent - g.received).sum();
-        println!(
-            "{:<15} {:>10.1} {:>10.2} {:>10.2} {:>10}",
-            c.name(),
-            m,
-            m / quinn.max(1e-9),
-            m / raw.max(1e-9),
-            dropped
-        );
-    }
-    if let Some(path) = args.json {
-        let goodput_rows: Vec<_> = goodput
-            .iter()
-            .map(|(c, v)| {
-                let m = median_mbps(v);
-                serde_json::json!({
-                    "case": "goodput", "processes": 1, "contender": c.name(),
-                    "p50_us": null, "p90_us": null, "p99_us": null, "p999_us": null,
-                    "max_us": null, "goodput_mbps": m,
-                    "dropped": v.iter().map(|g| g.sent - g.received).sum::<u64>(),
-                    "goodput_ratio_quinn": m / quinn.max(1e-9),
-                    "goodput_ratio_raw_udp": m / raw.max(1e-9),
-                })
-            })
-            .collect();
-        let rows: Vec<_> = results
-            .iter()
-            .map(|((case, c), h)| {
-                let s = h.summary();
-                let (r50, r99) = ratios(&per_round, *case, *c, Contender::QuinnDatagram)
-                    .unwrap_or((f64::NAN, f64::NAN));
-                let (u50, u99) = ratios(&per_round, *case, *c, Contender::RawUdp)
-                    .unwrap_or((f64::NAN, f64::NAN));
-                let dropped = expected
-                    .get(&(*case, *c))
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(s.count);
-                serde_json::json!({
-                    "case": case.name(), "processes": 1, "contender": c.name(),
-                    "frames": s.count, "p50_us": s.p50, "p90_us": s.p90, "p99_us": s.p99,
-                    "p999_us": s.p999, "max_us": s.max, "goodput_mbps": null,
-                    "dropped": dropped,
-                    "p50_ratio_quinn": r50, "p99_ratio_quinn": r99,
-                    "p50_ratio_raw_udp": u50, "p99_ratio_raw_udp": u99,
-                })
-            })
-            .chain(goodput_rows)
-            .collect();
+    print_tables(&args, &delays, &per_round, &dropped, &goodput);
+    if let Some(path) = &args.json {
+        let mut rows = Vec::new();
+        for (key, h) in &delays {
+            let (case, procs, c) = *key;
+            let s = h.summary();
+            let (r50, r99) =
+                ratios(&per_round, *key, Contender::QuinnDatagram).unwrap_or((f64::NAN, f64::NAN));
+            let (u50, u99) =
+                ratios(&per_round, *key, Contender::RawUdp).unwrap_or((f64::NAN, f64::NAN));
+            rows.push(serde_json::json!({
+                "case": case.name(), "processes": procs, "contender": c.name(),
+                "frames": s.count, "p50_us": s.p50, "p90_us": s.p90, "p99_us": s.p99,
+                "p999_us": s.p999, "max_us": s.max, "goodput_mbps": null,
+                "dropped": dropped.get(key).copied().unwrap_or(0),
+                "p50_ratio_quinn": r50, "p99_ratio_quinn": r99,
+                "p50_ratio_raw_udp": u50, "p99_ratio_raw_udp": u99,
+            }));
+        }
+        for (key, v) in &goodput {
+            let (case, procs, c) = *key;
+            let m = median(v.clone());
+            let of = |base| {
+                goodput
+                    .get(&(case, procs, base))
+                    .map_or(f64::NAN, |b| m / median(b.clone()).max(1e-9))
+            };
+            rows.push(serde_json::json!({
+                "case": case.name(), "processes": procs, "contender": c.name(),
+                "p50_us": null, "p90_us": null, "p99_us": null, "p999_us": null,
+                "max_us": null, "goodput_mbps": m,
+                "dropped": dropped.get(key).copied().unwrap_or(0),
+                "goodput_ratio_quinn": of(Contender::QuinnDatagram),
+                "goodput_ratio_raw_udp": of(Contender::RawUdp),
+            }));
+        }
         std::fs::write(
-            &path,
+            path,
             serde_json::to_string_pretty(&serde_json::json!({ "rows": rows })).unwrap(),
         )
         .unwrap();
@@ -339,48 +455,174 @@ fn main() {
     }
 }
 
-/// Median over rounds of `contender / quinn_datagram` measured in the same round, for p50 and
-/// p99: a round disturbed by the machine moves the median much less than the merged figures.
+type Key = (Case, u8, Contender);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs `job` with both halves on `rt`.
+fn run_in_process(rt: &tokio::runtime::Runtime, job: Job) -> (Measured, Sent) {
+    rt.block_on(async {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let receiver = tokio::spawn(serve(job, ready_tx));
+        let ready = ready_rx.await.unwrap();
+        let sent = send(job, ready).await;
+        (receiver.await.unwrap(), sent)
+    })
+}
+
+/// Runs `job`'s receiver half in a child process (this binary with `--serve`) and its sender
+/// half on `rt`.
+fn run_in_two_processes(
+    rt: &tokio::runtime::Runtime,
+    job: Job,
+    current_thread: bool,
+) -> (Measured, Sent) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("--serve")
+        .arg(job.contender.name())
+        .arg(job.case.name())
+        .arg(job.duration.as_secs_f64().to_string());
+    if current_thread {
+        cmd.arg("--current-thread");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("ready"), "child said {line:?}");
+    let addr = words.next().unwrap().parse().unwrap();
+    let fingerprint = words.next().and_then(|f| f.parse().ok());
+    let sent = rt.block_on(send(job, Ready { addr, fingerprint }));
+    let line = lines.next().unwrap().unwrap();
+    let measured = Measured::decode(&line).unwrap();
+    assert!(child.wait().unwrap().success());
+    (measured, sent)
+}
+
+/// The child's side of a two-process run: serve, announce, report.
+fn serve_child(rt: &tokio::runtime::Runtime, job: Job) {
+    let measured = rt.block_on(async {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        // Bounded: a sender that never comes (its process died) ends the child too.
+        let limit = job.duration + Duration::from_secs(30);
+        let receiver = tokio::spawn(tokio::time::timeout(limit, serve(job, ready_tx)));
+        let ready = ready_rx.await.unwrap();
+        let fp = ready
+            .fingerprint
+            .map_or_else(|| "-".into(), |f| f.to_string());
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready {} {fp}", ready.addr).unwrap();
+        out.flush().unwrap();
+        receiver.await.unwrap().expect("the sender never finished")
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", measured.encode()).unwrap();
+    out.flush().unwrap();
+}
+
+/// The receiver half of `job`: binds, says where through `ready`, measures until the sender
+/// is done.
+async fn serve(job: Job, ready: oneshot::Sender<Ready>) -> Measured {
+    match (job.case, job.contender) {
+        (Case::Goodput, Contender::RawUdp) => serve_goodput_raw_udp(ready).await,
+        (Case::Goodput, Contender::QuinnDatagram) => serve_goodput_quinn_datagram(ready).await,
+        (Case::Goodput, Contender::QuinnStream) => serve_goodput_quinn_stream(ready).await,
+        (Case::Goodput, _) => serve_goodput_rtq_core(ready).await,
+        (_, Contender::RawUdp) => serve_raw_udp(job, ready).await,
+        (_, Contender::QuinnDatagram) => serve_quinn_datagram(ready).await,
+        (_, Contender::QuinnStream) => serve_quinn_stream(ready).await,
+        (_, Contender::RtqCore) => serve_rtq_core(ready).await,
+        (_, Contender::Rtq | Contender::RtqCompressed) => serve_rtq(ready).await,
+    }
+}
+
+/// The sender half of `job`, to the receiver that announced `ready`.
+async fn send(job: Job, ready: Ready) -> Sent {
+    match (job.case, job.contender) {
+        (Case::Goodput, Contender::RawUdp) => send_goodput_raw_udp(job, ready).await,
+        (Case::Goodput, Contender::QuinnDatagram) => send_goodput_quinn_datagram(job, ready).await,
+        (Case::Goodput, Contender::QuinnStream) => send_goodput_quinn_stream(job, ready).await,
+        (Case::Goodput, _) => send_goodput_rtq_core(job, ready).await,
+        (_, Contender::RawUdp) => send_raw_udp(job, ready).await,
+        (_, Contender::QuinnDatagram) => send_quinn_datagram(job, ready).await,
+        (_, Contender::QuinnStream) => send_quinn_stream(job, ready).await,
+        (_, Contender::RtqCore) => send_rtq_core(job, ready).await,
+        (_, Contender::Rtq) => send_rtq(job, ready, CompressLevel::Off).await,
+        (_, Contender::RtqCompressed) => send_rtq(job, ready, CompressLevel::Fast).await,
+    }
+}
+
+/// Median over rounds of `contender / baseline` measured the same way in the same round, for
+/// p50 and p99: a round disturbed by the machine moves the median much less than the merged
+/// figures.
 fn ratios(
-    per_round: &BTreeMap<(Case, Contender), Vec<(u64, u64)>>,
-    case: Case,
-    c: Contender,
+    per_round: &BTreeMap<Key, Vec<(u64, u64)>>,
+    key: Key,
     baseline: Contender,
 ) -> Option<(f64, f64)> {
-    let mine = per_round.get(&(case, c))?;
-    let base = per_round.get(&(case, baseline))?;
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied()
-    };
+    let mine = per_round.get(&key)?;
+    let base = per_round.get(&(key.0, key.1, baseline))?;
     let pairs: Vec<_> = mine
         .iter()
         .zip(base)
         .filter(|(_, b)| b.0 > 0 && b.1 > 0)
         .collect();
-    let p50 = median(pairs.iter().map(|(m, b)| m.0 as f64 / b.0 as f64).collect())?;
-    let p99 = median(pairs.iter().map(|(m, b)| m.1 as f64 / b.1 as f64).collect())?;
+    if pairs.is_empty() {
+        return None;
+    }
+    let p50 = median(pairs.iter().map(|(m, b)| m.0 as f64 / b.0 as f64).collect());
+    let p99 = median(pairs.iter().map(|(m, b)| m.1 as f64 / b.1 as f64).collect());
     Some((p50, p99))
 }
 
-fn print_table(
-    results: &BTreeMap<(Case, Contender), LatencyHistogram>,
-    per_round: &BTreeMap<(Case, Contender), Vec<(u64, u64)>>,
+fn print_tables(
+    args: &Args,
+    delays: &BTreeMap<Key, LatencyHistogram>,
+    per_round: &BTreeMap<Key, Vec<(u64, u64)>>,
+    dropped: &BTreeMap<Key, u64>,
+    goodput: &BTreeMap<Key, Vec<f64>>,
 ) {
+    let runtime = if args.current_thread {
+        "current-thread runtime"
+    } else {
+        "multi-thread runtime, 2 workers"
+    };
     println!(
-        "\none-way delay on loopback, one process (µs, all rounds merged); ratios: median over rounds of contender / baseline in the same round (p50/p99)"
+        "\none-way delay on loopback ({runtime}; µs, {} round(s) merged); ratios: median over rounds of contender / baseline run the same way in the same round (p50/p99)",
+        args.rounds
     );
     println!(
-        "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>11} {:>11}",
-        "case", "contender", "frames", "p50", "p90", "p99", "p99.9", "max", "/ quinn", "/ raw udp"
+        "{:<6} {:>5} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>11} {:>11}",
+        "case",
+        "procs",
+        "contender",
+        "frames",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "max",
+        "dropped",
+        "/ quinn",
+        "/ raw udp"
     );
     let fmt =
         |r: Option<(f64, f64)>| r.map_or_else(|| "-".into(), |(a, b)| format!("{a:.2}/{b:.2}"));
-    for ((case, c), h) in results {
+    for (key, h) in delays {
+        let (case, procs, c) = *key;
         let s = h.summary();
         println!(
-            "{:<6} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>11} {:>11}",
+            "{:<6} {:>5} {:<15} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>11} {:>11}",
             case.name(),
+            procs,
             c.name(),
             s.count,
             s.p50,
@@ -388,14 +630,43 @@ fn print_table(
             s.p99,
             s.p999,
             s.max,
-            fmt(ratios(per_round, *case, *c, Contender::QuinnDatagram)),
-            fmt(ratios(per_round, *case, *c, Contender::RawUdp)),
+            dropped.get(key).copied().unwrap_or(0),
+            fmt(ratios(per_round, *key, Contender::QuinnDatagram)),
+            fmt(ratios(per_round, *key, Contender::RawUdp)),
+        );
+    }
+    if goodput.is_empty() {
+        return;
+    }
+    println!(
+        "\ngoodput on loopback ({GOODPUT_FRAME}-byte frames, as fast as each takes them; median over rounds)"
+    );
+    println!(
+        "{:>5} {:<15} {:>10} {:>10} {:>10} {:>10}",
+        "procs", "contender", "Mbit/s", "/ quinn", "/ raw udp", "dropped"
+    );
+    for (key, v) in goodput {
+        let (case, procs, c) = *key;
+        let m = median(v.clone());
+        let of = |base| {
+            goodput
+                .get(&(case, procs, base))
+                .map_or(f64::NAN, |b| m / median(b.clone()).max(1e-9))
+        };
+        println!(
+            "{:>5} {:<15} {:>10.1} {:>10.2} {:>10.2} {:>10}",
+            procs,
+            c.name(),
+            m,
+            of(Contender::QuinnDatagram),
+            of(Contender::RawUdp),
+            dropped.get(key).copied().unwrap_or(0)
         );
     }
 }
 
-/// rtq through its real shells, in this process.
-async fn rtq(case: Case, duration: Duration, compress: CompressLevel) -> LatencyHistogram {
+/// rtq's receiver shell (`rtq-recv`'s), one session.
+async fn serve_rtq(ready: oneshot::Sender<Ready>) -> Measured {
     let identity = Identity::self_signed(&["localhost".into()])
         .unwrap()
         .identity;
@@ -411,14 +682,23 @@ async fn rtq(case: Case, duration: Duration, compress: CompressLevel) -> Latency
         summaries: false,
     };
     let rx = Receiver::bind(ropts, identity).unwrap();
-    let addr = rx.local_addr().unwrap();
-    let fp = rx.fingerprint().unwrap();
+    ready
+        .send(Ready {
+            addr: rx.local_addr().unwrap(),
+            fingerprint: rx.fingerprint(),
+        })
+        .unwrap();
     let (_trigger, shutdown) = Shutdown::new();
-    let server = tokio::spawn(rx.run(shutdown.clone()));
+    let mut outcomes = rx.run(shutdown).await.unwrap();
+    Measured::Delays(outcomes.pop().unwrap().delays.network)
+}
+
+/// rtq's sender shell (`rtq-send`'s) with a synthetic source of the case's frames.
+async fn send_rtq(job: Job, ready: Ready, compress: CompressLevel) -> Sent {
     let opts = SendOptions {
-        connect: addr.to_string(),
+        connect: ready.addr.to_string(),
         server_name: None,
-        trust: Trust::Pin(fp),
+        trust: Trust::Pin(ready.fingerprint.unwrap()),
         transport: TransportOptions::default(),
         session: SenderConfig {
             compress,
@@ -426,37 +706,43 @@ async fn rtq(case: Case, duration: Duration, compress: CompressLevel) -> Latency
         },
         source: SourceSpec::Synthetic(
             SourceKind::Fixed {
-                fps: case.fps(),
-                frame_size: case.frame_size(),
+                fps: job.case.fps(),
+                frame_size: job.case.frame_size(),
             },
             1,
         ),
-        duration: Some(duration),
+        duration: Some(job.duration),
         connect_timeout: Duration::from_secs(5),
         status: false,
     };
+    let start_us = clock_us();
+    let (_trigger, shutdown) = Shutdown::new();
     let out = rtq::net::sender::run(opts, shutdown).await.unwrap();
     assert_eq!(out.report.end, "complete");
-    let mut outcomes = server.await.unwrap().unwrap();
-    outcomes.pop().unwrap().delays.network
+    Sent {
+        frames: out.report.frames.sent,
+        start_us,
+    }
 }
 
-/// rtq's sessions (compression off) driven by loops as minimal as bare quinn's: no control
-/// stream, no playout task. The difference to `quinn_datagram` is the cost of rtq's stages; the
-/// difference to `rtq` is the cost of its shells.
-async fn rtq_core(case: Case, duration: Duration) -> LatencyHistogram {
-    use rtq::session::{ReceiverSession, SenderSession};
-    let (server, addr, client_cfg, transport) = quinn_pair();
-    let receiver = tokio::spawn(async move {
-        let conn = server.accept().await.unwrap().await.unwrap();
-        let mut rx =
-            ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
-        while let Ok(d) = conn.read_datagram().await {
-            rx.handle_datagram(now(), d);
-        }
-        rx.delays().network.clone()
-    });
-    let (client, conn) = connect(client_cfg, transport, addr).await;
+/// rtq's receiver session in a loop as minimal as bare quinn's.
+async fn serve_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
+    use rtq::session::ReceiverSession;
+    let server = quinn_server(ready);
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let mut rx = ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
+    while let Ok(d) = conn.read_datagram().await {
+        rx.handle_datagram(now(), d);
+    }
+    Measured::Delays(rx.delays().network.clone())
+}
+
+/// rtq's sender session (compression off) driven by a loop as minimal as bare quinn's: no
+/// control stream, no playout. The difference to `quinn_datagram` is the cost of rtq's
+/// stages; the difference to `rtq` is the cost of its shells.
+async fn send_rtq_core(job: Job, ready: Ready) -> Sent {
+    use rtq::session::SenderSession;
+    let (client, conn) = connect(ready).await;
     let cfg = SenderConfig {
         compress: CompressLevel::Off,
         ..Default::default()
@@ -464,219 +750,242 @@ async fn rtq_core(case: Case, duration: Duration) -> LatencyHistogram {
     let mut tx = SenderSession::new(cfg, rtq::net::system_anchor(), now());
     let mut source = SyntheticSource::new(
         SourceKind::Fixed {
-            fps: case.fps(),
-            frame_size: case.frame_size(),
+            fps: job.case.fps(),
+            frame_size: job.case.frame_size(),
         },
         1,
         now(),
     );
-    let end = now() + duration;
+    let start_us = clock_us();
+    let end = now() + job.duration;
+    let mut frames = 0;
     while source.next_due() < end {
         tokio::time::sleep_until(source.next_due().into()).await;
         let mut frame = source.poll(now()).unwrap();
         let t = now();
         frame.capture = t; // as the shell does: captured when handed to rtq
         tx.push_frame(t, frame).unwrap();
+        frames += 1;
         let max = conn.max_datagram_size().unwrap();
         while let Some(d) = tx.poll_datagram(t, max) {
             conn.send_datagram_wait(d).await.unwrap();
         }
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    conn.close(0u32.into(), b"done");
-    client.wait_idle().await;
-    receiver.await.unwrap()
+    finish(client, conn).await;
+    Sent { frames, start_us }
 }
 
-/// A server endpoint, its address, and a client configuration that trusts it.
-fn quinn_pair() -> (
-    quinn::Endpoint,
-    SocketAddr,
-    quinn::ClientConfig,
-    Arc<quinn::TransportConfig>,
-) {
+/// A quinn server endpoint with a fresh self-signed certificate, announced through `ready`.
+fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
     let g = Identity::self_signed(&["localhost".into()]).unwrap();
-    let fp = g.identity.fingerprint().unwrap();
+    let fingerprint = g.identity.fingerprint();
     let mut server_cfg = server_config(g.identity).unwrap();
-    let transport = Arc::new(transport_config(&TransportOptions::default()));
-    // The same settings, and one unidirectional stream for `quinn_stream`.
-    let mut server_transport = transport_config(&TransportOptions::default());
-    server_transport.max_concurrent_uni_streams(1u32.into());
-    server_cfg.transport_config(Arc::new(server_transport));
+    // rtq's transport settings, and one unidirectional stream for `quinn_stream`.
+    let mut transport = transport_config(&TransportOptions::default());
+    transport.max_concurrent_uni_streams(1u32.into());
+    server_cfg.transport_config(Arc::new(transport));
     let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = server.local_addr().unwrap();
-    (
-        server,
-        addr,
-        client_config(Trust::Pin(fp)).unwrap(),
-        transport,
-    )
+    ready
+        .send(Ready {
+            addr: server.local_addr().unwrap(),
+            fingerprint,
+        })
+        .unwrap();
+    server
 }
 
-/// A client endpoint connected to `addr` with `cfg` and `transport`.
-async fn connect(
-    mut cfg: quinn::ClientConfig,
-    transport: Arc<quinn::TransportConfig>,
-    addr: SocketAddr,
-) -> (quinn::Endpoint, quinn::Connection) {
-    cfg.transport_config(transport);
+/// A client endpoint connected to the server that announced `ready`, with rtq's settings.
+async fn connect(ready: Ready) -> (quinn::Endpoint, quinn::Connection) {
+    let mut cfg = client_config(Trust::Pin(ready.fingerprint.unwrap())).unwrap();
+    cfg.transport_config(Arc::new(transport_config(&TransportOptions::default())));
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = client
-        .connect_with(cfg, addr, "localhost")
+        .connect_with(cfg, ready.addr, "localhost")
         .unwrap()
         .await
         .unwrap();
     (client, conn)
 }
 
-/// Bare quinn: each frame's fragments as datagrams with (frame id, fragment count, send time).
-async fn bare_quinn(case: Case, duration: Duration) -> LatencyHistogram {
-    let (server, addr, client_cfg, transport) = quinn_pair();
-    let base = now();
-    let receiver = tokio::spawn(async move {
-        let conn = server.accept().await.unwrap().await.unwrap();
-        let mut h = LatencyHistogram::default();
-        let mut pending: BTreeMap<u64, u32> = BTreeMap::new();
-        while let Ok(d) = conn.read_datagram().await {
-            let id = u64::from_be_bytes(d[0..8].try_into().unwrap());
-            let count = u32::from_be_bytes(d[8..12].try_into().unwrap());
-            let sent = u64::from_be_bytes(d[12..20].try_into().unwrap());
-            let got = pending.entry(id).or_insert(0);
-            *got += 1;
-            if *got == count {
-                pending.remove(&id);
-                let at = now().duration_since(base).as_nanos() as u64;
-                h.record(((at - sent) / 1000) as i64);
-            }
-        }
-        h
-    });
-    let (client, conn) = connect(client_cfg, transport, addr).await;
-    let period = Duration::from_secs_f64(1.0 / case.fps());
-    let start = now();
-    let frames = (duration.as_secs_f64() * case.fps()) as u64;
-    let payload = vec![0x5au8; case.frame_size()];
-    for id in 0..frames {
-        let due = start + period * id as u32;
-        tokio::time::sleep_until(due.into()).await;
-        let max = conn.max_datagram_size().unwrap();
-        let room = max - 20;
-        let count = case.frame_size().div_ceil(room) as u32;
-        let sent = now().duration_since(base).as_nanos() as u64;
-        for chunk in payload.chunks(room) {
-            let mut d = BytesMut::with_capacity(20 + chunk.len());
-            d.put_u64(id);
-            d.put_u32(count);
-            d.put_u64(sent);
-            d.put_slice(chunk);
-            let d: Bytes = d.freeze();
-            conn.send_datagram_wait(d).await.unwrap();
-        }
-    }
-    // Let the last frames arrive, then close.
+/// Lets the last datagrams arrive, then closes: the receiver's loop ends with the connection.
+async fn finish(client: quinn::Endpoint, conn: quinn::Connection) {
     tokio::time::sleep(Duration::from_millis(200)).await;
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
-    receiver.await.unwrap()
 }
 
-/// The frame's header on the raw and bare-quinn contenders: (frame id, pieces, send time).
-fn piece_header(id: u64, count: u32, sent: u64) -> BytesMut {
+/// The frame's header on the raw and bare-quinn contenders: (frame id, pieces, send time µs).
+const HEADER: usize = 20;
+
+fn piece_header(id: u64, count: u32, sent_us: u64) -> BytesMut {
     let mut d = BytesMut::with_capacity(1500);
     d.put_u64(id);
     d.put_u32(count);
-    d.put_u64(sent);
+    d.put_u64(sent_us);
     d
 }
 
-/// Raw UDP on loopback: the floor every transport is measured against.
-async fn raw_udp(case: Case, duration: Duration) -> LatencyHistogram {
-    const PIECE: usize = 1200 - 20;
-    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = rx.local_addr().unwrap();
-    let base = now();
-    let frames = (duration.as_secs_f64() * case.fps()) as u64;
-    let count = case.frame_size().div_ceil(PIECE) as u32;
-    let receiver = tokio::spawn(async move {
-        let mut h = LatencyHistogram::default();
-        let mut pending: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut buf = vec![0u8; 65_536];
-        let mut done = 0u64;
-        // Ends when every frame is in, or when nothing has come for 200 ms (a loss on
-        // loopback is possible when the socket buffer overflows; it shows as fewer frames).
-        while done < frames {
-            let Ok(Ok((n, _))) =
-                tokio::time::timeout(Duration::from_millis(200), rx.recv_from(&mut buf)).await
-            else {
-                break;
-            };
-            if n < 20 {
-                continue;
-            }
-            let id = u64::from_be_bytes(buf[0..8].try_into().unwrap());
-            let count = u32::from_be_bytes(buf[8..12].try_into().unwrap());
-            let sent = u64::from_be_bytes(buf[12..20].try_into().unwrap());
-            let got = pending.entry(id).or_insert(0);
-            *got += 1;
-            if *got == count {
-                pending.remove(&id);
-                done += 1;
-                let at = now().duration_since(base).as_nanos() as u64;
-                h.record(((at - sent) / 1000) as i64);
-            }
+/// Collects pieces into frames; records each frame's delay when its last piece is in.
+#[derive(Default)]
+struct Pieces {
+    pending: BTreeMap<u64, u32>,
+    delays: LatencyHistogram,
+}
+
+impl Pieces {
+    /// Takes one piece; whether it completed a frame.
+    fn take(&mut self, d: &[u8]) -> bool {
+        if d.len() < HEADER {
+            return false;
         }
-        h
-    });
-    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let period = Duration::from_secs_f64(1.0 / case.fps());
+        let id = u64::from_be_bytes(d[0..8].try_into().unwrap());
+        let count = u32::from_be_bytes(d[8..12].try_into().unwrap());
+        let sent = u64::from_be_bytes(d[12..20].try_into().unwrap());
+        let got = self.pending.entry(id).or_insert(0);
+        *got += 1;
+        if *got == count {
+            self.pending.remove(&id);
+            self.delays.record(since(sent));
+            return true;
+        }
+        false
+    }
+}
+
+/// Bare quinn: each frame's fragments as datagrams with (frame id, fragment count, send time).
+async fn serve_quinn_datagram(ready: oneshot::Sender<Ready>) -> Measured {
+    let server = quinn_server(ready);
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let mut pieces = Pieces::default();
+    while let Ok(d) = conn.read_datagram().await {
+        pieces.take(&d);
+    }
+    Measured::Delays(pieces.delays)
+}
+
+async fn send_quinn_datagram(job: Job, ready: Ready) -> Sent {
+    let (client, conn) = connect(ready).await;
+    let period = Duration::from_secs_f64(1.0 / job.case.fps());
     let start = now();
-    let payload = vec![0x5au8; case.frame_size()];
-    for id in 0..frames {
+    let start_us = clock_us();
+    let payload = vec![0x5au8; job.case.frame_size()];
+    for id in 0..job.frames() {
         tokio::time::sleep_until((start + period * id as u32).into()).await;
-        let sent = now().duration_since(base).as_nanos() as u64;
-        for chunk in payload.chunks(PIECE) {
+        let room = conn.max_datagram_size().unwrap() - HEADER;
+        let count = payload.len().div_ceil(room) as u32;
+        let sent = clock_us();
+        for chunk in payload.chunks(room) {
             let mut d = piece_header(id, count, sent);
             d.put_slice(chunk);
-            tx.send_to(&d, addr).await.unwrap();
+            conn.send_datagram_wait(d.freeze()).await.unwrap();
         }
     }
-    receiver.await.unwrap()
+    finish(client, conn).await;
+    Sent {
+        frames: job.frames(),
+        start_us,
+    }
+}
+
+/// Waits up to 10 s for the first datagram on `rx`, then up to `idle` for each next one.
+async fn recv_until_idle(
+    rx: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+    first: &mut bool,
+) -> Option<usize> {
+    let wait = if *first {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_millis(200)
+    };
+    *first = false;
+    match tokio::time::timeout(wait, rx.recv_from(buf)).await {
+        Ok(Ok((n, _))) => Some(n),
+        _ => None,
+    }
+}
+
+/// Raw UDP on loopback: the floor every transport is measured against.
+const RAW_PIECE: usize = 1200 - HEADER;
+
+async fn serve_raw_udp(job: Job, ready: oneshot::Sender<Ready>) -> Measured {
+    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    ready
+        .send(Ready {
+            addr: rx.local_addr().unwrap(),
+            fingerprint: None,
+        })
+        .unwrap();
+    let mut pieces = Pieces::default();
+    let mut buf = vec![0u8; 65_536];
+    let (mut done, mut first) = (0u64, true);
+    // Ends when every frame is in, or when nothing has come for 200 ms (a loss on loopback is
+    // possible when the socket buffer overflows; it shows as fewer frames).
+    while done < job.frames() {
+        let Some(n) = recv_until_idle(&rx, &mut buf, &mut first).await else {
+            break;
+        };
+        if pieces.take(&buf[..n]) {
+            done += 1;
+        }
+    }
+    Measured::Delays(pieces.delays)
+}
+
+async fn send_raw_udp(job: Job, ready: Ready) -> Sent {
+    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let period = Duration::from_secs_f64(1.0 / job.case.fps());
+    let count = job.case.frame_size().div_ceil(RAW_PIECE) as u32;
+    let start = now();
+    let start_us = clock_us();
+    let payload = vec![0x5au8; job.case.frame_size()];
+    for id in 0..job.frames() {
+        tokio::time::sleep_until((start + period * id as u32).into()).await;
+        let sent = clock_us();
+        for chunk in payload.chunks(RAW_PIECE) {
+            let mut d = piece_header(id, count, sent);
+            d.put_slice(chunk);
+            tx.send_to(&d, ready.addr).await.unwrap();
+        }
+    }
+    Sent {
+        frames: job.frames(),
+        start_us,
+    }
 }
 
 /// Bare quinn with one reliable stream: each frame as (length u32, send time u64, payload).
-async fn quinn_stream(case: Case, duration: Duration) -> LatencyHistogram {
-    let (server, addr, client_cfg, transport) = quinn_pair();
-    let base = now();
-    let receiver = tokio::spawn(async move {
-        let conn = server.accept().await.unwrap().await.unwrap();
-        let mut recv = conn.accept_uni().await.unwrap();
-        let mut h = LatencyHistogram::default();
-        let mut head = [0u8; 12];
-        let mut body = Vec::new();
-        while recv.read_exact(&mut head).await.is_ok() {
-            let len = u32::from_be_bytes(head[0..4].try_into().unwrap()) as usize;
-            let sent = u64::from_be_bytes(head[4..12].try_into().unwrap());
-            body.resize(len, 0);
-            if recv.read_exact(&mut body).await.is_err() {
-                break;
-            }
-            let at = now().duration_since(base).as_nanos() as u64;
-            h.record(((at - sent) / 1000) as i64);
+async fn serve_quinn_stream(ready: oneshot::Sender<Ready>) -> Measured {
+    let server = quinn_server(ready);
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let mut recv = conn.accept_uni().await.unwrap();
+    let mut h = LatencyHistogram::default();
+    let mut head = [0u8; 12];
+    let mut body = Vec::new();
+    while recv.read_exact(&mut head).await.is_ok() {
+        let len = u32::from_be_bytes(head[0..4].try_into().unwrap()) as usize;
+        let sent = u64::from_be_bytes(head[4..12].try_into().unwrap());
+        body.resize(len, 0);
+        if recv.read_exact(&mut body).await.is_err() {
+            break;
         }
-        h
-    });
-    let (client, conn) = connect(client_cfg, transport, addr).await;
+        h.record(since(sent));
+    }
+    Measured::Delays(h)
+}
+
+async fn send_quinn_stream(job: Job, ready: Ready) -> Sent {
+    let (client, conn) = connect(ready).await;
     let mut send = conn.open_uni().await.unwrap();
-    let period = Duration::from_secs_f64(1.0 / case.fps());
+    let period = Duration::from_secs_f64(1.0 / job.case.fps());
     let start = now();
-    let frames = (duration.as_secs_f64() * case.fps()) as u64;
-    let payload = vec![0x5au8; case.frame_size()];
-    for id in 0..frames {
+    let start_us = clock_us();
+    let payload = vec![0x5au8; job.case.frame_size()];
+    for id in 0..job.frames() {
         tokio::time::sleep_until((start + period * id as u32).into()).await;
-        let sent = now().duration_since(base).as_nanos() as u64;
         let mut d = BytesMut::with_capacity(12 + payload.len());
         d.put_u32(payload.len() as u32);
-        d.put_u64(sent);
+        d.put_u64(clock_us());
         d.put_slice(&payload);
         send.write_all(&d).await.unwrap();
     }
@@ -684,152 +993,153 @@ async fn quinn_stream(case: Case, duration: Duration) -> LatencyHistogram {
     let _ = send.stopped().await;
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
-    receiver.await.unwrap()
-}
-
-/// What a goodput run moved.
-struct Goodput {
-    /// Frames handed to the transport.
-    sent: u64,
-    /// Frames that arrived.
-    received: u64,
-    /// Payload bytes that arrived.
-    bytes: u64,
-    /// From the first send to the last arrival.
-    elapsed: Duration,
-}
-
-impl Goodput {
-    fn mbps(&self) -> f64 {
-        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    Sent {
+        frames: job.frames(),
+        start_us,
     }
 }
 
 /// Payload of a goodput frame.
 const GOODPUT_FRAME: usize = 1100;
 
-/// Raw UDP as fast as `send_to` takes datagrams: the kernel drops what the receiver's socket
-/// does not hold (counted).
-async fn goodput_raw_udp(duration: Duration) -> Goodput {
-    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = rx.local_addr().unwrap();
-    let receiver = tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        let (mut n, mut bytes, mut last) = (0u64, 0u64, now());
-        while let Ok(Ok((len, _))) =
-            tokio::time::timeout(Duration::from_millis(200), rx.recv_from(&mut buf)).await
-        {
-            n += 1;
-            bytes += len as u64;
-            last = now();
-        }
-        (n, bytes, last)
-    });
-    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let payload = vec![0x5au8; GOODPUT_FRAME];
-    let start = now();
-    let mut sent = 0u64;
-    while now() < start + duration {
-        tx.send_to(&payload, addr).await.unwrap();
-        sent += 1;
+/// Counts what arrives for goodput.
+#[derive(Default)]
+struct Tally {
+    received: u64,
+    bytes: u64,
+    last_us: u64,
+}
+
+impl Tally {
+    fn take(&mut self, len: usize) {
+        self.received += 1;
+        self.bytes += len as u64;
+        self.last_us = clock_us();
     }
-    let (received, bytes, last) = receiver.await.unwrap();
-    Goodput {
-        sent,
-        received,
-        bytes,
-        elapsed: last.saturating_duration_since(start),
+    fn measured(self) -> Measured {
+        Measured::Goodput {
+            received: self.received,
+            bytes: self.bytes,
+            last_us: self.last_us,
+        }
     }
 }
 
+/// Raw UDP as fast as `send_to` takes datagrams: the kernel drops what the receiver's socket
+/// does not hold (counted).
+async fn serve_goodput_raw_udp(ready: oneshot::Sender<Ready>) -> Measured {
+    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    ready
+        .send(Ready {
+            addr: rx.local_addr().unwrap(),
+            fingerprint: None,
+        })
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let mut tally = Tally::default();
+    let mut first = true;
+    while let Some(n) = recv_until_idle(&rx, &mut buf, &mut first).await {
+        tally.take(n);
+    }
+    tally.measured()
+}
+
+async fn send_goodput_raw_udp(job: Job, ready: Ready) -> Sent {
+    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let payload = vec![0x5au8; GOODPUT_FRAME];
+    let start = now();
+    let start_us = clock_us();
+    let mut frames = 0u64;
+    while now() < start + job.duration {
+        tx.send_to(&payload, ready.addr).await.unwrap();
+        frames += 1;
+    }
+    Sent { frames, start_us }
+}
+
 /// Bare quinn datagrams with `send_datagram_wait`'s back-pressure.
-async fn goodput_quinn_datagram(duration: Duration) -> Goodput {
-    let (server, addr, client_cfg, transport) = quinn_pair();
-    let receiver = tokio::spawn(async move {
-        let conn = server.accept().await.unwrap().await.unwrap();
-        let (mut n, mut bytes, mut last) = (0u64, 0u64, now());
-        while let Ok(d) = conn.read_datagram().await {
-            n += 1;
-            bytes += d.len() as u64;
-            last = now();
-        }
-        (n, bytes, last)
-    });
-    let (client, conn) = connect(client_cfg, transport, addr).await;
+async fn serve_goodput_quinn_datagram(ready: oneshot::Sender<Ready>) -> Measured {
+    let server = quinn_server(ready);
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let mut tally = Tally::default();
+    while let Ok(d) = conn.read_datagram().await {
+        tally.take(d.len());
+    }
+    tally.measured()
+}
+
+async fn send_goodput_quinn_datagram(job: Job, ready: Ready) -> Sent {
+    let (client, conn) = connect(ready).await;
     let payload = Bytes::from(vec![0x5au8; GOODPUT_FRAME]);
     let start = now();
-    let mut sent = 0u64;
-    while now() < start + duration {
+    let start_us = clock_us();
+    let mut frames = 0u64;
+    while now() < start + job.duration {
         conn.send_datagram_wait(payload.clone()).await.unwrap();
-        sent += 1;
+        frames += 1;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    conn.close(0u32.into(), b"done");
-    client.wait_idle().await;
-    let (received, bytes, last) = receiver.await.unwrap();
-    Goodput {
-        sent,
-        received,
-        bytes,
-        elapsed: last.saturating_duration_since(start),
-    }
+    finish(client, conn).await;
+    Sent { frames, start_us }
 }
 
 /// Bare quinn, one reliable stream: everything written arrives; goodput is what QUIC's flow
 /// and congestion control let through.
-async fn goodput_quinn_stream(duration: Duration) -> Goodput {
-    let (server, addr, client_cfg, transport) = quinn_pair();
-    let receiver = tokio::spawn(async move {
-        let conn = server.accept().await.unwrap().await.unwrap();
-        let mut recv = conn.accept_uni().await.unwrap();
-        let (mut bytes, mut last) = (0u64, now());
-        while let Ok(Some(c)) = recv.read_chunk(1 << 20, true).await {
-            bytes += c.bytes.len() as u64;
-            last = now();
-        }
-        (bytes / GOODPUT_FRAME as u64, bytes, last)
-    });
-    let (client, conn) = connect(client_cfg, transport, addr).await;
+async fn serve_goodput_quinn_stream(ready: oneshot::Sender<Ready>) -> Measured {
+    let server = quinn_server(ready);
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let mut recv = conn.accept_uni().await.unwrap();
+    let mut tally = Tally::default();
+    while let Ok(Some(c)) = recv.read_chunk(1 << 20, true).await {
+        tally.take(c.bytes.len());
+    }
+    // Frames are whole writes of GOODPUT_FRAME bytes.
+    tally.received = tally.bytes / GOODPUT_FRAME as u64;
+    tally.measured()
+}
+
+async fn send_goodput_quinn_stream(job: Job, ready: Ready) -> Sent {
+    let (client, conn) = connect(ready).await;
     let mut send = conn.open_uni().await.unwrap();
     let payload = vec![0x5au8; GOODPUT_FRAME];
     let start = now();
-    let mut sent = 0u64;
-    while now() < start + duration {
+    let start_us = clock_us();
+    let mut frames = 0u64;
+    while now() < start + job.duration {
         send.write_all(&payload).await.unwrap();
-        sent += 1;
+        frames += 1;
     }
     send.finish().unwrap();
     let _ = send.stopped().await;
     conn.close(0u32.into(), b"done");
     client.wait_idle().await;
-    let (received, bytes, last) = receiver.await.unwrap();
-    Goodput {
-        sent,
-        received,
-        bytes,
-        elapsed: last.saturating_duration_since(start),
+    Sent { frames, start_us }
+}
+
+/// rtq's receiver session counting complete frames.
+async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
+    use rtq::session::ReceiverSession;
+    let server = quinn_server(ready);
+    let conn = server.accept().await.unwrap().await.unwrap();
+    let mut rx = ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
+    let mut last_us = clock_us();
+    while let Ok(d) = conn.read_datagram().await {
+        rx.handle_datagram(now(), d);
+        last_us = clock_us();
+    }
+    let st = rx.stats();
+    Measured::Goodput {
+        received: st.frames_complete,
+        bytes: st.bytes_payload,
+        last_us,
     }
 }
 
-/// rtq's sessions (compression off) driven by a minimal loop with `send_datagram_wait`'s
+/// rtq's sender session (compression off) driven by a minimal loop with `send_datagram_wait`'s
 /// back-pressure: frames are pushed while the sender's queue holds less than 64 KiB.
-async fn goodput_rtq_core(duration: Duration) -> Goodput {
-    use rtq::session::{ReceiverSession, SenderSession};
+async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
+    use rtq::session::SenderSession;
     use rtq::source::SourceFrame;
-    let (server, addr, client_cfg, transport) = quinn_pair();
-    let receiver = tokio::spawn(async move {
-        let conn = server.accept().await.unwrap().await.unwrap();
-        let mut rx =
-            ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
-        let mut last = now();
-        while let Ok(d) = conn.read_datagram().await {
-            rx.handle_datagram(now(), d);
-            last = now();
-        }
-        let st = rx.stats();
-        (st.frames_complete, st.bytes_payload, last)
-    });
-    let (client, conn) = connect(client_cfg, transport, addr).await;
+    let (client, conn) = connect(ready).await;
     let cfg = SenderConfig {
         compress: CompressLevel::Off,
         ..Default::default()
@@ -837,8 +1147,9 @@ async fn goodput_rtq_core(duration: Duration) -> Goodput {
     let mut tx = SenderSession::new(cfg, rtq::net::system_anchor(), now());
     let payload = Bytes::from(vec![0x5au8; GOODPUT_FRAME]);
     let start = now();
-    let mut sent = 0u64;
-    while now() < start + duration {
+    let start_us = clock_us();
+    let mut frames = 0u64;
+    while now() < start + job.duration {
         let t = now();
         while tx.queued_bytes() < 64 * 1024 {
             let frame = SourceFrame {
@@ -847,7 +1158,7 @@ async fn goodput_rtq_core(duration: Duration) -> Goodput {
                 data: payload.clone(),
             };
             tx.push_frame(t, frame).unwrap();
-            sent += 1;
+            frames += 1;
         }
         let max = conn.max_datagram_size().unwrap();
         while let Some(d) = tx.poll_datagram(now(), max) {
@@ -859,16 +1170,11 @@ async fn goodput_rtq_core(duration: Duration) -> Goodput {
     while let Some(d) = tx.poll_datagram(now(), max) {
         conn.send_datagram_wait(d).await.unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    conn.close(0u32.into(), b"done");
-    client.wait_idle().await;
-    let (received, bytes, last) = receiver.await.unwrap();
+    finish(client, conn).await;
     // Frames the sender dropped (its deadline) never went out: the rest is what was sent.
     let dropped_by_sender = tx.stats().dropped.total;
-    Goodput {
-        sent: sent - dropped_by_sender.min(sent),
-        received,
-        bytes,
-        elapsed: last.saturating_duration_since(start),
+    Sent {
+        frames: frames - dropped_by_sender.min(frames),
+        start_us,
     }
 }
