@@ -249,7 +249,7 @@ pub struct SessionArgs {
 pub struct RunArgs {
     /// A scenario file (TOML); flags override it. Without one: the built-in default scenario.
     pub scenario: Option<PathBuf>,
-    /// Where report.json, the .hgrm files and delay.svg go.
+    /// Where report.json, the .hgrm files, delay.svg and timeline.svg go.
     #[arg(long, default_value = "sim-out", value_name = "DIR")]
     pub out: PathBuf,
     /// No progress bar.

@@ -2,7 +2,8 @@
 //! - [`percentiles`]: delay percentile distributions with a log-scaled tail (HdrHistogram's
 //!   plot: the x axis is `1/(1 − percentile)` on a log scale, so 90 %, 99 %, 99.9 % … are
 //!   evenly spaced), one line per delay;
-//! - [`lines`]: y against x, one line per series (sweeps).
+//! - [`lines`]: y against x, one line per series (sweeps);
+//! - [`timeline`]: a run second by second: frames per second above, end-to-end delay below.
 
 use std::fmt::Write;
 
@@ -253,6 +254,53 @@ pub fn lines(
     f.finish()
 }
 
+/// A run second by second (`report.json`'s `timeline`): frames sent, played, late and lost
+/// per second above; the end-to-end delay (p50, p99) of the frames played in each second below
+/// (no point for a second in which nothing played).
+pub fn timeline(title: &str, entries: &[crate::run::TimelineEntry]) -> String {
+    let t = |e: &crate::run::TimelineEntry| e.t_s as f64;
+    let count = |f: fn(&crate::run::TimelineEntry) -> u64| -> Vec<(f64, f64)> {
+        entries.iter().map(|e| (t(e), f(e) as f64)).collect()
+    };
+    let delay = |f: fn(&crate::run::TimelineEntry) -> Option<u64>| -> Vec<(f64, f64)> {
+        entries
+            .iter()
+            .filter_map(|e| f(e).map(|us| (t(e), us as f64 / 1000.0)))
+            .collect()
+    };
+    let top = lines(
+        &format!("{title}: frames"),
+        "time (s)",
+        "frames per second",
+        &[
+            ("sent".into(), count(|e| e.sent)),
+            ("played".into(), count(|e| e.played)),
+            ("late".into(), count(|e| e.late)),
+            ("lost".into(), count(|e| e.lost)),
+        ],
+    );
+    let bottom = lines(
+        &format!("{title}: end-to-end delay of the frames played"),
+        "time (s)",
+        "delay (ms)",
+        &[
+            ("p50".into(), delay(|e| e.e2e_p50_us)),
+            ("p99".into(), delay(|e| e.e2e_p99_us)),
+        ],
+    );
+    // Two charts stacked: each is a whole <svg>, placed by its y inside an outer one.
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{}" viewBox="0 0 {W} {}">"#,
+        2.0 * H,
+        2.0 * H
+    );
+    svg.push('\n');
+    svg += &top;
+    svg += &bottom.replacen("<svg ", &format!(r#"<svg y="{H}" "#), 1);
+    svg += "</svg>\n";
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +335,42 @@ mod tests {
         let svg = lines("sweep", "loss %", "ms", &s);
         assert_eq!(svg.matches("<path").count(), 1);
         assert!(svg.contains(">10<"), "x ticks reach the data: {svg}");
+    }
+
+    #[test]
+    fn a_timeline_stacks_counts_over_delays_and_leaves_silent_seconds_out() {
+        let e = |t_s, played, p50: Option<u64>| crate::run::TimelineEntry {
+            t_s,
+            sent: 30,
+            played,
+            late: 0,
+            lost: 30 - played,
+            e2e_p50_us: p50,
+            e2e_p99_us: p50.map(|v| v * 2),
+        };
+        let entries = [
+            e(0, 30, Some(40_000)),
+            e(1, 0, None),
+            e(2, 30, Some(60_000)),
+        ];
+        let svg = timeline("outage", &entries);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(
+            svg.matches("<svg").count(),
+            3,
+            "an outer svg and two charts"
+        );
+        assert!(
+            svg.contains(r#"<svg y="520""#),
+            "the delay chart sits below"
+        );
+        // sent, played, late, lost; then p50 and p99.
+        assert_eq!(svg.matches("<path").count(), 6);
+        // The delay lines have a point per second that played: 2, not 3.
+        let delays = &svg[svg.find(r#"<svg y="520""#).unwrap()..];
+        let path = &delays[delays.find("<path").unwrap()..];
+        let d = &path[..path.find("/>").unwrap()];
+        assert_eq!(d.matches('L').count() + 1, 2, "{d}");
     }
 
     #[test]

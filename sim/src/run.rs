@@ -37,6 +37,29 @@ pub struct RunReport {
     pub receiver: SessionReport,
     /// What the link did.
     pub link: LinkReport,
+    /// What happened in each second of the run, in order (virtual-time runs; empty for
+    /// `--realtime`, whose shells keep no per-second counts).
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One second of a run: frames the source gave in it, and frames that played, played late or
+/// were lost in it (when the receiver decided), with the end-to-end delay of those that played.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineEntry {
+    /// Start of the second, seconds since the run began.
+    pub t_s: u64,
+    /// Frames the source gave the sender.
+    pub sent: u64,
+    /// Frames played on time.
+    pub played: u64,
+    /// Frames that arrived after their playout time.
+    pub late: u64,
+    /// Frames given up as lost.
+    pub lost: u64,
+    /// Median end-to-end delay of the frames played (null when none played).
+    pub e2e_p50_us: Option<u64>,
+    /// 99th percentile of the same.
+    pub e2e_p99_us: Option<u64>,
 }
 
 /// Both directions of the link.
@@ -196,13 +219,15 @@ pub async fn realtime(
             sender: sent.report,
             receiver: rx.report,
             link: LinkReport { forward, reverse },
+            timeline: Vec::new(),
         },
         delays: rx.delays,
         send_delay: sent.send_delay,
     })
 }
 
-/// Writes `report.json`, the `.hgrm` files and `delay.svg` into `dir`.
+/// Writes `report.json`, the `.hgrm` files, `delay.svg` and (with a timeline) `timeline.svg`
+/// into `dir`.
 pub fn write_outputs(
     dir: &FsPath,
     outcome: &RunOutcome,
@@ -237,5 +262,17 @@ pub fn write_outputs(
     let path = dir.join("delay.svg");
     std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
     written.push(path);
+    if !outcome.report.timeline.is_empty() {
+        let svg = crate::plot::timeline(
+            &format!(
+                "{} — each second (seed {})",
+                outcome.report.scenario.name, outcome.report.seed
+            ),
+            &outcome.report.timeline,
+        );
+        let path = dir.join("timeline.svg");
+        std::fs::write(&path, svg).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
     Ok(written)
 }

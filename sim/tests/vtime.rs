@@ -153,6 +153,32 @@ fn an_outage_loses_the_frames_inside_it_and_the_session_recovers() {
     assert!(r.receiver.frames.played >= 180 - 75);
     assert!(r.link.forward.dropped_by.loss > 50);
     assert_eq!(r.receiver.end, "complete");
+
+    // The timeline shows it second by second: a row per second of the run, in order, adding
+    // up to the totals; nothing plays in the outage's second half, and frames play again in
+    // the second after it.
+    let t = &r.timeline;
+    assert!(t.len() >= 6, "{t:?}");
+    assert!(t.iter().enumerate().all(|(i, e)| e.t_s == i as u64));
+    let sum = |f: fn(&rtq_sim::run::TimelineEntry) -> u64| t.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|e| e.sent), r.sender.frames.sent);
+    assert_eq!(sum(|e| e.played), r.receiver.frames.played);
+    assert_eq!(sum(|e| e.late), r.receiver.frames.late);
+    assert_eq!(sum(|e| e.lost), r.receiver.frames.lost);
+    assert!(t[1].played >= 25 && t[1].e2e_p50_us.is_some(), "{:?}", t[1]);
+    assert_eq!(t[3].played, 0, "{:?}", t[3]);
+    assert_eq!(t[3].e2e_p50_us, None);
+    assert!(t[2].lost + t[3].lost + t[4].lost >= 40, "{t:?}");
+    assert!(
+        t[4].played >= 20,
+        "plays again within the second after: {:?}",
+        t[4]
+    );
+    assert!(t.iter().all(|e| e.sent <= 31));
+    assert!(
+        o.report.timeline.len() as f64 <= 6.0 + 3.0,
+        "the run's wind-down is short"
+    );
 }
 
 #[test]

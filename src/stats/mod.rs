@@ -75,6 +75,18 @@ impl LatencyHistogram {
         self.negative += other.negative;
     }
 
+    /// The samples recorded since `earlier`, a copy of this histogram taken before: what a
+    /// window of time added. If `earlier` holds samples this one does not (it is not an earlier
+    /// copy), there is no window to tell and the result is all of this histogram.
+    pub fn since(&self, earlier: &Self) -> Self {
+        let mut out = self.clone();
+        if out.hist.subtract(&earlier.hist).is_err() {
+            return self.clone();
+        }
+        out.negative = self.negative.saturating_sub(earlier.negative);
+        out
+    }
+
     /// The summary that reports carry.
     pub fn summary(&self) -> LatencySummary {
         if self.hist.is_empty() {
@@ -227,6 +239,29 @@ mod tests {
             q.update(i * 10_000, 120_000);
         }
         assert_eq!(q.micros(), 0);
+    }
+
+    #[test]
+    fn since_keeps_only_what_a_window_added() {
+        let mut h = LatencyHistogram::default();
+        for us in [100, 200, 300] {
+            h.record(us);
+        }
+        let before = h.clone();
+        for us in [5_000, 6_000, 200] {
+            h.record(us);
+        }
+        h.record(-1);
+        let window = h.since(&before);
+        assert_eq!(window.len(), 4);
+        assert_eq!(window.negative(), 1);
+        assert_eq!(window.quantile(0.0), 0, "the negative sample counts as 0");
+        assert!((5_000..5_010).contains(&window.quantile(0.75)));
+        assert_eq!(h.since(&h.clone()).len(), 0);
+        // Not an earlier copy: nothing to subtract from, so all of it.
+        let mut other = LatencyHistogram::default();
+        other.record(77_000);
+        assert_eq!(h.since(&other).len(), h.len());
     }
 
     #[test]

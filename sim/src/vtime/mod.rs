@@ -40,7 +40,7 @@ use rtq::wire::stream::{FrameCollector, MAX_RECORD, RECORD_PREFIX, RecordDecoder
 
 use crate::config::{Direction, LinkConfig};
 use crate::link::Path;
-use crate::run::{LinkReport, RunOutcome, RunReport};
+use crate::run::{LinkReport, RunOutcome, RunReport, TimelineEntry};
 use crate::scenario::Scenario;
 use crate::socket::{RECEIVER_ADDR, SENDER_ADDR};
 
@@ -271,6 +271,71 @@ struct World {
     reverse_steps: VecDeque<(Instant, LinkConfig)>,
     sender: SenderApp,
     receiver: ReceiverApp,
+    timeline: Timeline,
+}
+
+/// Counts taken each simulated second for `report.json`'s `timeline`.
+struct Timeline {
+    epoch: Instant,
+    /// Whole seconds closed so far.
+    seconds: u64,
+    /// Cumulative (sent, played, late, lost) when the last second closed.
+    last: [u64; 4],
+    /// The receiver's end-to-end histogram when the last second closed.
+    last_e2e: rtq::stats::LatencyHistogram,
+    entries: Vec<TimelineEntry>,
+}
+
+impl Timeline {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            seconds: 0,
+            last: [0; 4],
+            last_e2e: Default::default(),
+            entries: Vec::new(),
+        }
+    }
+
+    /// Closes every second that ended at or before `now`, with the counts as they are before
+    /// anything due at `now` is handled (a second with no events adds zeros).
+    fn sample(&mut self, now: Instant, world: (&SenderApp, &ReceiverApp)) {
+        while self.epoch + Duration::from_secs(self.seconds + 1) <= now {
+            self.close(world);
+        }
+    }
+
+    /// Closes the second in progress (the last, partial one at the end of a run).
+    fn close(&mut self, (sender, receiver): (&SenderApp, &ReceiverApp)) {
+        let sent = sender.session.as_ref().map_or(0, |s| s.stats().frames_sent);
+        let (counts, e2e) = match receiver.session.as_ref() {
+            Some(r) => {
+                let st = r.stats();
+                (
+                    [sent, st.frames_played, st.frames_late, st.frames_lost],
+                    Some(&r.delays().end_to_end),
+                )
+            }
+            None => ([sent, self.last[1], self.last[2], self.last[3]], None),
+        };
+        let window = e2e.map(|h| h.since(&self.last_e2e)).unwrap_or_default();
+        let quantile = |q| (!window.is_empty()).then(|| window.quantile(q));
+        let d = |i: usize| counts[i].saturating_sub(self.last[i]);
+        self.entries.push(TimelineEntry {
+            t_s: self.seconds,
+            sent: d(0),
+            played: d(1),
+            late: d(2),
+            lost: d(3),
+            e2e_p50_us: quantile(0.5),
+            e2e_p99_us: quantile(0.99),
+        });
+        self.last = counts;
+        if let Some(h) = e2e {
+            self.last_e2e = h.clone();
+        }
+        self.seconds += 1;
+    }
 }
 
 impl World {
@@ -337,12 +402,14 @@ impl World {
             reverse_steps: scenario.steps(Direction::Reverse, epoch).into(),
             sender,
             receiver,
+            timeline: Timeline::new(epoch),
         })
     }
 
     /// Everything due at `now`.
     fn step(&mut self) -> anyhow::Result<()> {
         let now = self.now;
+        self.timeline.sample(now, (&self.sender, &self.receiver));
         for (steps, path) in [
             (&mut self.forward_steps, &mut self.forward),
             (&mut self.reverse_steps, &mut self.reverse),
@@ -409,7 +476,10 @@ impl World {
         .min()
     }
 
-    fn outcome(self, scenario: &Scenario) -> anyhow::Result<RunOutcome> {
+    fn outcome(mut self, scenario: &Scenario) -> anyhow::Result<RunOutcome> {
+        if self.timeline.epoch + Duration::from_secs(self.timeline.seconds) < self.now {
+            self.timeline.close((&self.sender, &self.receiver));
+        }
         let Some(sent) = self.sender.report else {
             anyhow::bail!("the sender did not finish");
         };
@@ -429,6 +499,7 @@ impl World {
                     forward: self.forward.report(),
                     reverse: self.reverse.report(),
                 },
+                timeline: self.timeline.entries,
             },
             delays,
             send_delay: self.sender.send_delay,
