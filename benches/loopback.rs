@@ -713,6 +713,7 @@ async fn send_rtq(job: Job, ready: Ready, compress: CompressLevel) -> Sent {
         ),
         duration: Some(job.duration),
         connect_timeout: Duration::from_secs(5),
+        reconnect: Default::default(),
         status: false,
     };
     let start_us = clock_us();

@@ -401,6 +401,9 @@ fn help_lists_the_documented_flags() {
         "--quiet",
         "--loopback",
         "--transport",
+        "--reconnect",
+        "--reconnect-backoff",
+        "--reconnect-timeout",
     ] {
         assert!(help.contains(flag), "rtq-send --help lacks {flag}");
     }
@@ -484,4 +487,77 @@ fn recovery_and_adaptation_flags_are_checked_before_connecting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_sender_reconnects_to_a_restarted_receiver_and_the_stream_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = recv_bin()
+        .args(["--make-cert", certs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let cert = certs.join("cert.pem");
+    let key = certs.join("key.pem");
+    let receiver = |listen: &str, json: &std::path::Path| {
+        let mut cmd = recv_bin();
+        cmd.args(["--listen", listen, "--once"])
+            .args([
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ])
+            .args(["--stats-json", json.to_str().unwrap()])
+            .stdout(std::process::Stdio::null());
+        let mut p = Proc::spawn(cmd);
+        let line = p.wait_for("listening on");
+        (p, line)
+    };
+    let (mut rx1, line) = receiver("127.0.0.1:0", &dir.path().join("rx1.json"));
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .to_string();
+    let fingerprint = line
+        .split("SHA-256 ")
+        .nth(1)
+        .and_then(|s| s.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    let tx_json = dir.path().join("tx.json");
+    let mut cmd = send_bin();
+    cmd.args(["--connect", &addr, "--cert-sha256", &fingerprint])
+        .args(["--source", "fixed", "--frame-size", "500", "--fps", "100"])
+        .args(["--idle-timeout", "1s", "--reconnect-backoff", "200ms"])
+        .args(["--stats-json", tx_json.to_str().unwrap()]);
+    let mut tx = Proc::spawn(cmd);
+    rx1.wait_for("played"); // frames flow to the first receiver
+    // The receiver dies without a word (as in a crash or a reboot) and comes back on the same
+    // address with the same certificate.
+    rx1.child.kill().unwrap();
+    rx1.child.wait().unwrap();
+    tx.wait_for("connection lost");
+    let rx2_json = dir.path().join("rx2.json");
+    let (mut rx2, _) = receiver(&addr, &rx2_json);
+    tx.wait_for("reconnected after");
+    rx2.wait_for("played"); // the stream goes on into the new receiver
+    tx.signal("INT");
+    let (status, err) = tx.finish();
+    assert!(status.success(), "{err}");
+    let (status, err) = rx2.finish();
+    assert!(status.success(), "{err}");
+    let s = read_json(&tx_json);
+    let s = &s;
+    assert_eq!(num(s, "reconnects"), 1, "{s:#}");
+    assert_eq!(s["end"], "shutdown", "{s:#}");
+    let r = read_json(&rx2_json);
+    let r = &r["sessions"][0];
+    let played_by_second = num(r, "frames.played");
+    assert!(played_by_second > 0, "{r:#}");
+    // The sender's report adds the first receiver's last report to the second's goodbye.
+    assert!(num(s, "frames.played") > played_by_second, "{s:#}");
 }

@@ -209,6 +209,7 @@ async fn hostile_input_is_counted_bounded_and_harmless_to_neighbours() {
             ),
             duration: Some(Duration::from_secs(3)),
             connect_timeout: Duration::from_secs(5),
+            reconnect: Default::default(),
             status: false,
         },
         never,

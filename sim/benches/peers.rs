@@ -433,6 +433,7 @@ fn run_rtq(link: &str, run: Duration, grace: Duration) -> Outcome {
                 source: SourceSpec::Input(Stream::Udp(input), DATAGRAM),
                 duration: None,
                 connect_timeout: Duration::from_secs(5),
+                reconnect: Default::default(),
                 status: false,
             };
             let sender = rt.spawn(rtq::net::sender::run(opts, tx_shutdown));

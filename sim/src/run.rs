@@ -189,6 +189,7 @@ pub async fn realtime(
         source: SourceSpec::Synthetic(scenario.source, scenario.seed),
         duration: Some(scenario.duration),
         connect_timeout: Duration::from_secs(10),
+        reconnect: Default::default(),
         status: false,
     };
     let sender = tokio::spawn(rtq::net::sender::run_on(

@@ -64,6 +64,7 @@ async fn thirty_ms_through_the_proxy_is_thirty_ms_at_the_receiver() {
         source: SourceSpec::Synthetic(SourceKind::Audio, 1),
         duration: Some(Duration::from_secs(3)),
         connect_timeout: Duration::from_secs(10),
+        reconnect: Default::default(),
         status: false,
     };
     let sent = rtq::net::sender::run(opts, shutdown).await.unwrap();

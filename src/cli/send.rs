@@ -11,7 +11,7 @@ use crate::compress::CompressLevel;
 use crate::fec::FecMode;
 use crate::net::io::Stream;
 use crate::net::receiver::{ClockChoice, Receiver, RecvOptions};
-use crate::net::sender::{SendOptions, SourceSpec};
+use crate::net::sender::{Reconnect, SendOptions, SourceSpec};
 use crate::net::tls::{DEFAULT_NAMES, Identity, Trust, load_certs};
 use crate::net::{Shutdown, trigger_on_signals};
 use crate::session::{End, FrameTransport, ReceiverConfig, SenderConfig};
@@ -105,6 +105,18 @@ pub struct SendArgs {
     /// Give up connecting after this long.
     #[arg(long, value_parser = duration_arg, default_value = "5s", value_name = "DURATION")]
     pub connect_timeout: Duration,
+    /// When the connection is lost mid-session (the receiver restarted, the path went dark),
+    /// carry the session on over a new one; frames keep coming and wait, within their
+    /// deadline, meanwhile. A receiver that ends the session itself is not reconnected to.
+    #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
+    pub reconnect: bool,
+    /// Longest wait between reconnection attempts (the first is at once, then 100 ms,
+    /// doubling); a path that comes back is found within about this long.
+    #[arg(long, value_parser = duration_arg, default_value = "1s", value_name = "DURATION")]
+    pub reconnect_backoff: Duration,
+    /// Give up reconnecting after this long without a connection.
+    #[arg(long, value_parser = duration_arg, default_value = "5m", value_name = "DURATION")]
+    pub reconnect_timeout: Duration,
     /// Transport settings.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -171,6 +183,24 @@ impl SendArgs {
         Ok(SourceSpec::Synthetic(kind, self.seed))
     }
 
+    /// The reconnection policy these flags select.
+    pub fn reconnect_policy(&self) -> Result<Reconnect, String> {
+        if self.reconnect_backoff < Duration::from_millis(10) {
+            return Err(format!(
+                "--reconnect-backoff {}: use at least 10ms",
+                crate::units::format_duration(self.reconnect_backoff)
+            ));
+        }
+        if self.reconnect_timeout.is_zero() {
+            return Err("--reconnect-timeout 0: use --reconnect off to never reconnect".into());
+        }
+        Ok(Reconnect {
+            enabled: self.reconnect,
+            max_backoff: self.reconnect_backoff,
+            give_up: self.reconnect_timeout,
+        })
+    }
+
     /// The session configuration these flags select.
     pub fn session_config(&self) -> Result<SenderConfig, String> {
         let adapt = match (self.adapt, self.source, &self.input) {
@@ -234,6 +264,7 @@ pub fn main() -> ExitCode {
 fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let source = args.source().map_err(anyhow::Error::msg)?;
     let session = args.session_config().map_err(anyhow::Error::msg)?;
+    let reconnect = args.reconnect_policy().map_err(anyhow::Error::msg)?;
     let transport = args.transport.options().map_err(anyhow::Error::msg)?;
     let rt = super::runtime()?;
     let result = rt.block_on(async move {
@@ -248,6 +279,7 @@ fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             source,
             duration: args.duration,
             connect_timeout: args.connect_timeout,
+            reconnect,
             status: !args.report.quiet,
         };
         let receiver = if args.loopback {

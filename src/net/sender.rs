@@ -50,9 +50,45 @@ pub struct SendOptions {
     pub duration: Option<Duration>,
     /// Give up connecting after this long.
     pub connect_timeout: Duration,
+    /// What to do when the connection is lost mid-session.
+    pub reconnect: Reconnect,
     /// Print a status line every second (to stderr).
     pub status: bool,
 }
+
+/// What the sender does when its connection is lost mid-session (the receiver restarted, the
+/// path went dark): the session goes on over a new connection. Frames keep coming from the
+/// source meanwhile and wait in the sender's queue, whose deadlines drop (and count) those that
+/// wait too long. A receiver that ends the session itself (its goodbye, or a refusal) is not
+/// reconnected to, nor is the first connection retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Reconnect at all (`--reconnect on|off`).
+    pub enabled: bool,
+    /// Longest wait between new attempts (`--reconnect-backoff`): the first comes at once, the
+    /// next after 100 ms, doubling up to this. Up to [`MAX_ATTEMPTS`] attempts are in flight
+    /// at once, each for up to the connect timeout, so that a path that comes back is found
+    /// within one backoff whatever its round trip.
+    pub max_backoff: Duration,
+    /// Give up after this long without a connection (`--reconnect-timeout`).
+    pub give_up: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_backoff: Duration::from_secs(1),
+            give_up: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Connection attempts in flight at once while reconnecting.
+pub const MAX_ATTEMPTS: usize = 4;
+
+/// The first wait between reconnection attempts.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Why the sender could not run. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -156,9 +192,9 @@ pub async fn run_on(
     client_cfg.transport_config(Arc::new(transport));
     let connect_err = |why: String| SendError::Connect { addr, why };
     let connecting = endpoint
-        .connect_with(client_cfg, addr, &server_name)
+        .connect_with(client_cfg.clone(), addr, &server_name)
         .map_err(|e| connect_err(e.to_string()))?;
-    let conn = tokio::select! {
+    let mut conn = tokio::select! {
         r = connecting => r.map_err(|e| connect_err(explain(&e)))?,
         () = tokio::time::sleep(opts.connect_timeout) => {
             return Err(connect_err(format!(
@@ -180,12 +216,148 @@ pub async fn run_on(
         SourceSpec::Synthetic(..) => None,
     };
     let span = info_span!("sender", peer = %addr);
-    let (mut report, send_delay) = drive(&opts, &conn, input, shutdown).instrument(span).await;
+    let mut run = Run::new(&opts, input);
+    // Bytes on the wire over every connection the session used.
+    let mut wire = 0;
+    loop {
+        let ended = drive(&opts, &conn, &mut run, shutdown.clone())
+            .instrument(span.clone())
+            .await;
+        wire += conn.stats().udp_tx.bytes;
+        let Ended::LinkLost(why) = ended else {
+            break;
+        };
+        let lost_at = now();
+        run.session.link_lost(lost_at, &why);
+        warn!(%why, "connection lost; reconnecting");
+        if opts.status {
+            eprintln!("rtq-send: connection lost ({why}); reconnecting");
+        }
+        let dial = Dial {
+            endpoint: &endpoint,
+            cfg: &client_cfg,
+            addr,
+            server_name: &server_name,
+        };
+        match reconnect(&opts, &dial, &mut run, &mut shutdown).await {
+            Ok(c) => {
+                conn = c;
+                run.session.relinked(now());
+                if opts.status {
+                    eprintln!(
+                        "rtq-send: reconnected after {:.1} s",
+                        now().saturating_duration_since(lost_at).as_secs_f64()
+                    );
+                }
+            }
+            Err(give_up) => {
+                run.session
+                    .connection_lost(now(), &format!("{why}; {give_up}"));
+                break;
+            }
+        }
+    }
+    let mut report = run.session.report(now());
     report.peer = addr.to_string();
     report.quic = quic_report(&conn);
-    report.bytes.wire = conn.stats().udp_tx.bytes;
+    report.bytes.wire = wire;
+    let send_delay = run.session.send_delay().clone();
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
     Ok(SendOutcome { report, send_delay })
+}
+
+/// How to make a new connection to the receiver.
+struct Dial<'a> {
+    endpoint: &'a quinn::Endpoint,
+    cfg: &'a quinn::ClientConfig,
+    addr: SocketAddr,
+    server_name: &'a str,
+}
+
+/// Makes a new connection for the session after its connection was lost, feeding the session
+/// from its source meanwhile. Attempts start at once, then after [`FIRST_BACKOFF`] doubling to
+/// the configured maximum, several in flight; the first to complete wins. Gives up (with the
+/// reason) at the reconnect timeout, at shutdown, or when the session has nothing left to send.
+async fn reconnect(
+    opts: &SendOptions,
+    dial: &Dial<'_>,
+    run: &mut Run,
+    shutdown: &mut Shutdown,
+) -> Result<quinn::Connection, String> {
+    let start = now();
+    let give_up_at = start + opts.reconnect.give_up;
+    let mut backoff = FIRST_BACKOFF;
+    let mut next_attempt = start;
+    let mut attempts = tokio::task::JoinSet::new();
+    let mut last_error = String::from("no attempt completed");
+    loop {
+        let t = now();
+        run.pump_source(t);
+        if run.stop_at.is_some_and(|s| t >= s) {
+            return Err("the run's duration ended before a new connection".into());
+        }
+        if !run.session.is_running() && run.session.queued_frames() == 0 {
+            return Err("nothing left to send".into());
+        }
+        if t >= give_up_at {
+            return Err(format!(
+                "no new connection within {} ({last_error})",
+                crate::units::format_duration(opts.reconnect.give_up)
+            ));
+        }
+        run.session.handle_timeout(t);
+        if t >= next_attempt && attempts.len() < MAX_ATTEMPTS {
+            match dial
+                .endpoint
+                .connect_with(dial.cfg.clone(), dial.addr, dial.server_name)
+            {
+                Ok(connecting) => {
+                    let limit = opts.connect_timeout;
+                    attempts.spawn(async move {
+                        match tokio::time::timeout(limit, connecting).await {
+                            Ok(r) => r.map_err(|e| explain(&e)),
+                            Err(_) => Err("no answer".into()),
+                        }
+                    });
+                }
+                Err(e) => last_error = e.to_string(),
+            }
+            next_attempt = t + backoff;
+            backoff = (backoff * 2).min(opts.reconnect.max_backoff.max(FIRST_BACKOFF));
+        }
+        let mut wake = [
+            Some(next_attempt),
+            Some(give_up_at),
+            run.session.poll_timeout(),
+            run.stop_at,
+            run.synthetic.as_ref().map(SyntheticSource::next_due),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(give_up_at);
+        if wake < t {
+            wake = t;
+        }
+        let want_input = run.wants_input();
+        tokio::select! {
+            biased;
+            () = shutdown.wait() => return Err("interrupted".into()),
+            r = attempts.join_next(), if !attempts.is_empty() => match r {
+                Some(Ok(Ok(conn))) if conn.max_datagram_size().is_some() => {
+                    attempts.abort_all();
+                    return Ok(conn);
+                }
+                Some(Ok(Ok(_))) => last_error = "the receiver takes no datagrams".into(),
+                Some(Ok(Err(why))) => last_error = why,
+                Some(Err(_)) | None => {}
+            },
+            f = async { match run.input.as_mut() { Some(i) => i.next().await, None => std::future::pending().await } }, if want_input => {
+                run.on_input(f);
+            }
+            () = tokio::time::sleep_until(wake.into()) => {}
+        }
+    }
 }
 
 type PendingSend<'a> = Pin<Box<quinn::SendDatagram<'a>>>;
@@ -193,20 +365,143 @@ type PendingSend<'a> = Pin<Box<quinn::SendDatagram<'a>>>;
 /// How often a sender with rate adaptation reads its congestion controller's pacing rate.
 const PACING_READ_EVERY: Duration = Duration::from_millis(50);
 
+/// What one connection's loop ended with.
+enum Ended {
+    /// The session ended (finished, shut down, refused, or its connection lost for good).
+    Session,
+    /// The connection was lost and the session goes on over a new one (`--reconnect`).
+    LinkLost(String),
+}
+
+/// The session and what feeds it: they outlive the connections that carry them.
+struct Run {
+    session: SenderSession,
+    synthetic: Option<SyntheticSource>,
+    input: Option<Input>,
+    stop_at: Option<Instant>,
+    live_input: bool,
+    status: Status,
+}
+
+impl Run {
+    fn new(opts: &SendOptions, input: Option<Input>) -> Self {
+        let start = now();
+        Self {
+            session: SenderSession::new(opts.session.clone(), super::system_anchor(), start),
+            synthetic: match &opts.source {
+                SourceSpec::Synthetic(kind, seed) => {
+                    Some(SyntheticSource::new(*kind, *seed, start))
+                }
+                SourceSpec::Input(..) => None,
+            },
+            input,
+            stop_at: opts.duration.map(|d| start + d),
+            live_input: matches!(&opts.source, SourceSpec::Input(s, _) if s.is_live()),
+            status: Status::new(start),
+        }
+    }
+
+    fn pump_source(&mut self, t: Instant) {
+        pump_source(&mut self.session, &mut self.synthetic, self.stop_at, t);
+    }
+
+    fn wants_input(&self) -> bool {
+        wants_input(&self.session, self.input.is_some(), self.live_input)
+    }
+
+    fn on_input(&mut self, f: Option<std::io::Result<crate::source::SourceFrame>>) {
+        on_input(&mut self.session, &mut self.input, f);
+    }
+}
+
+/// Hands the synthetic source's frames due by `t` to the session.
+fn pump_source(
+    session: &mut SenderSession,
+    synthetic: &mut Option<SyntheticSource>,
+    stop_at: Option<Instant>,
+    t: Instant,
+) {
+    let Some(src) = synthetic.as_mut() else {
+        return;
+    };
+    src.set_target_bitrate(session.target_rate_bps());
+    while session.is_running() && src.next_due() <= t && stop_at.is_none_or(|s| src.next_due() < s)
+    {
+        match src.poll(t) {
+            Some(mut f) => {
+                // Captured when handed to rtq: making up its bytes is not transport delay.
+                f.capture = now();
+                let _ = session.push_frame(f.capture, f);
+            }
+            None => break,
+        }
+    }
+}
+
+/// Whether to read the input now. A file waits while the queue is long (the network paces
+/// it); a live input (UDP) cannot wait: its frames meet the queue's limits and deadlines,
+/// which count drops.
+fn wants_input(session: &SenderSession, has_input: bool, live: bool) -> bool {
+    has_input && session.is_running() && (live || session.queued_bytes() < INPUT_QUEUE_LIMIT)
+}
+
+/// What the input gave: a frame, an error, or its end.
+fn on_input(
+    session: &mut SenderSession,
+    input: &mut Option<Input>,
+    f: Option<std::io::Result<crate::source::SourceFrame>>,
+) {
+    match f {
+        Some(Ok(frame)) => {
+            let _ = session.push_frame(now(), frame);
+        }
+        Some(Err(e)) => {
+            warn!(%e, "input failed; finishing");
+            eprintln!("rtq-send: input error: {e}; finishing the session");
+            *input = None;
+            session.finish(now());
+        }
+        None => {
+            *input = None;
+            session.finish(now());
+        }
+    }
+}
+
+/// Whether a lost connection is worth a new one: the path or the receiver failed (silence, a
+/// reset, a transport error), not the receiver's decision, and the session has frames to send.
+fn worth_reconnecting(
+    opts: &SendOptions,
+    e: &quinn::ConnectionError,
+    session: &SenderSession,
+) -> bool {
+    use quinn::ConnectionError as E;
+    opts.reconnect.enabled
+        && !session.is_closing()
+        && !session.is_done()
+        && matches!(
+            e,
+            E::TimedOut | E::Reset | E::ConnectionClosed(_) | E::TransportError(_)
+        )
+}
+
 async fn drive(
     opts: &SendOptions,
     conn: &quinn::Connection,
-    mut input: Option<Input>,
+    run: &mut Run,
     mut shutdown: Shutdown,
-) -> (SessionReport, LatencyHistogram) {
+) -> Ended {
     let start = now();
-    let mut session = SenderSession::new(opts.session.clone(), super::system_anchor(), start);
-    let mut synthetic = match &opts.source {
-        SourceSpec::Synthetic(kind, seed) => Some(SyntheticSource::new(*kind, *seed, start)),
-        SourceSpec::Input(..) => None,
-    };
-    let stop_at = opts.duration.map(|d| start + d);
-    let live_input = matches!(&opts.source, SourceSpec::Input(s, _) if s.is_live());
+    let Run {
+        session,
+        synthetic,
+        input,
+        stop_at,
+        live_input,
+        status,
+    } = run;
+    let stop_at = *stop_at;
+    let live_input = *live_input;
 
     // The control stream: opened now (the hello goes first), served by two small tasks.
     let opened = tokio::select! {
@@ -217,6 +512,11 @@ async fn drive(
     let mut ctl = match opened {
         Ok((send, recv)) => Some(ControlPipe::spawn(send, recv, true)),
         Err(why) => {
+            if let Some(e) = conn.close_reason()
+                && worth_reconnecting(opts, &e, session)
+            {
+                return Ended::LinkLost(explain(&e));
+            }
             session.connection_lost(now(), &why);
             None
         }
@@ -234,7 +534,6 @@ async fn drive(
     tokio::pin!(sleep);
     // A datagram QUIC could not take yet, and what the session said about it.
     let mut pending: Option<(PendingSend<'_>, Outgoing)> = None;
-    let mut status = Status::new(start);
     let mut stopping = false;
     let mut datagrams_open = true;
     let mut next_pacing_read = start;
@@ -253,23 +552,7 @@ async fn drive(
             next_pacing_read = t + PACING_READ_EVERY;
             session.set_pacing_rate(conn.congestion_state().metrics().pacing_rate);
         }
-        if let Some(src) = synthetic.as_mut() {
-            src.set_target_bitrate(session.target_rate_bps());
-            while session.is_running()
-                && src.next_due() <= t
-                && stop_at.is_none_or(|s| src.next_due() < s)
-            {
-                match src.poll(t) {
-                    Some(mut f) => {
-                        // Captured when handed to rtq: making up its bytes is not transport
-                        // delay.
-                        f.capture = now();
-                        let _ = session.push_frame(f.capture, f);
-                    }
-                    None => break,
-                }
-            }
-        }
+        pump_source(session, synthetic, stop_at, t);
         if session.is_running() && stop_at.is_some_and(|s| t >= s) {
             session.finish(t);
         }
@@ -333,7 +616,7 @@ async fn drive(
             }
         }
         if opts.status && t >= status.next {
-            status.print(t, &session, conn);
+            status.print(t, session, conn);
         }
         if session.is_done() {
             break;
@@ -347,7 +630,7 @@ async fn drive(
         .into_iter()
         .flatten()
         .min();
-        if let Some(src) = &synthetic
+        if let Some(src) = synthetic.as_ref()
             && session.is_running()
         {
             wake = Some(wake.map_or(src.next_due(), |w| w.min(src.next_due())));
@@ -366,11 +649,7 @@ async fn drive(
             armed = wake;
             sleep.as_mut().reset(wake.into());
         }
-        // A file waits while the queue is long (the network paces it); a live input (UDP)
-        // cannot wait: its frames meet the queue's limits and deadlines, which count drops.
-        let want_input = input.is_some()
-            && session.is_running()
-            && (live_input || session.queued_bytes() < INPUT_QUEUE_LIMIT);
+        let want_input = wants_input(session, input.is_some(), live_input);
         tokio::select! {
             biased;
             () = shutdown.wait(), if !stopping => {
@@ -394,21 +673,7 @@ async fn drive(
                 }
             }
             f = async { match input.as_mut() { Some(i) => i.next().await, None => std::future::pending().await } }, if want_input => {
-                match f {
-                    Some(Ok(frame)) => {
-                        let _ = session.push_frame(now(), frame);
-                    }
-                    Some(Err(e)) => {
-                        warn!(%e, "input failed; finishing");
-                        eprintln!("rtq-send: input error: {e}; finishing the session");
-                        input = None;
-                        session.finish(now());
-                    }
-                    None => {
-                        input = None;
-                        session.finish(now());
-                    }
-                }
+                on_input(session, input, f);
             }
             d = &mut request, if datagrams_open => match d {
                 Ok(d) => {
@@ -419,6 +684,13 @@ async fn drive(
                 Err(_) => datagrams_open = false,
             },
             e = &mut closed => {
+                if worth_reconnecting(opts, &e, session) {
+                    // What QUIC still held for this connection is gone with it.
+                    if let Some((_, out)) = pending.take() {
+                        session.abandon(&out);
+                    }
+                    return Ended::LinkLost(explain(&e));
+                }
                 session.connection_lost(now(), &explain(&e));
             }
             () = &mut sleep => {}
@@ -442,7 +714,7 @@ async fn drive(
         quinn::VarInt::from_u32(code.code()),
         end.describe().as_bytes(),
     );
-    (session.report(now()), session.send_delay().clone())
+    Ended::Session
 }
 
 /// Status line state.

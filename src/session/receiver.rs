@@ -1199,6 +1199,7 @@ impl ReceiverSession {
                 .as_ref()
                 .map_or_else(|| "running".into(), End::describe),
             transport: self.transport().to_string(),
+            reconnects: 0,
             frames,
             bytes: ByteReport {
                 payload: st.bytes_payload,

@@ -193,6 +193,9 @@ pub struct SenderStats {
     pub frames_reset: u64,
     /// Datagrams from the receiver that were not retransmission requests (dropped).
     pub bad_datagrams: u64,
+    /// New connections that carried the session on after its connection was lost
+    /// ([`SenderSession::relinked`]).
+    pub reconnects: u64,
 }
 
 #[derive(Debug)]
@@ -251,6 +254,12 @@ pub struct SenderSession {
     peer_summary: Option<Summary>,
     send_delay: LatencyHistogram,
     stats: SenderStats,
+    /// A connection carries the session (false between [`link_lost`](Self::link_lost) and
+    /// [`relinked`](Self::relinked)).
+    linked: bool,
+    /// What the receivers of earlier connections last reported (their counters start over
+    /// with each connection).
+    earlier: Report,
 }
 
 impl SenderSession {
@@ -291,17 +300,81 @@ impl SenderSession {
             peer_summary: None,
             send_delay: LatencyHistogram::default(),
             stats: SenderStats::default(),
+            linked: true,
+            earlier: Report::default(),
         };
+        s.queue_hello(now);
+        s
+    }
+
+    fn queue_hello(&mut self, now: Instant) {
         let hello = Hello {
             version: VERSION,
             role: Role::Sender,
-            clock_us: anchor.micros(now),
-            max_frame_bytes: s.cfg.max_frame_bytes,
+            clock_us: self.anchor.micros(now),
+            max_frame_bytes: self.cfg.max_frame_bytes,
             software: SOFTWARE.into(),
             no_parity: false,
         };
-        queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
-        s
+        queue_control(&mut self.out, &ControlMessage::Hello(hello), true);
+    }
+
+    /// The connection is gone and the shell is making a new one (`--reconnect`): the session
+    /// goes on. Frames keep coming and wait in the queue, whose deadlines drop those that wait
+    /// too long; what belonged to the old connection (a frame half sent, parity, copies kept
+    /// for retransmission, control bytes not yet written) is forgotten. A session that had
+    /// already said goodbye ends instead.
+    pub fn link_lost(&mut self, now: Instant, why: &str) {
+        if self.phase == Phase::Done || !self.linked {
+            return;
+        }
+        if self.phase == Phase::Closing {
+            self.connection_lost(now, why);
+            return;
+        }
+        self.linked = false;
+        if self.queue.front().is_some_and(|q| q.frags.is_some())
+            && let Some(q) = self.queue.pop_front()
+        {
+            self.queued_bytes -= q.body.len();
+            self.stats.frames_truncated += 1;
+        }
+        self.fec.clear();
+        self.retx.clear();
+        self.out.clear();
+        if let Some(r) = self.last_report.take() {
+            let e = &mut self.earlier;
+            e.frames_received += r.frames_received;
+            e.frames_complete += r.frames_complete;
+            e.frames_played += r.frames_played;
+            e.frames_late += r.frames_late;
+            e.frames_lost += r.frames_lost;
+        }
+        // The next receiver counts from zero: marks taken against this one's reports are void.
+        self.delivered_mark = None;
+        self.loss_mark = None;
+        self.fec_mark = None;
+        self.peer_hello = None;
+        debug!(why, "link lost; waiting for a new connection");
+    }
+
+    /// Whether a connection carries the session.
+    pub fn is_linked(&self) -> bool {
+        self.linked
+    }
+
+    /// A new connection carries the session on: to the receiver it is a new stream (a new
+    /// hello, sequence numbers from 0), with the same queue, counters and report.
+    pub fn relinked(&mut self, now: Instant) {
+        if self.phase == Phase::Done || self.linked {
+            return;
+        }
+        self.linked = true;
+        self.stats.reconnects += 1;
+        self.next_seq = 0;
+        self.decoder = ControlDecoder::new(self.cfg.max_control_message);
+        self.out.clear();
+        self.queue_hello(now);
     }
 
     /// Counters so far.
@@ -1012,19 +1085,22 @@ impl SenderSession {
         let end_at = self.ended_at.unwrap_or(now);
         let g = self.peer_goodbye.unwrap_or_default();
         let s = self.peer_summary.unwrap_or_default();
+        // Receivers of earlier connections (`relinked`) counted from zero; the last one's
+        // goodbye counts its own frames.
+        let e = &self.earlier;
+        let played = g.frames_played + e.frames_played;
+        let late = g.frames_late + e.frames_late;
         let frames = FrameReport {
             sent: st.frames_sent,
             transmitted: st.frames_transmitted,
-            received: g.frames_received,
-            complete: g.frames_complete,
-            played: g.frames_played,
-            late: g.frames_late,
+            received: g.frames_received + e.frames_received,
+            complete: g.frames_complete + e.frames_complete,
+            played,
+            late,
             // Frames transmitted after the receiver counted (it ended first) were lost to it.
             lost: match self.peer_goodbye {
-                Some(g) => g.frames_lost.max(
-                    st.frames_transmitted
-                        .saturating_sub(g.frames_played + g.frames_late),
-                ),
+                Some(g) => (g.frames_lost + e.frames_lost)
+                    .max(st.frames_transmitted.saturating_sub(played + late)),
                 None => 0,
             },
             keyframes: st.keyframes,
@@ -1041,6 +1117,7 @@ impl SenderSession {
                 .as_ref()
                 .map_or_else(|| "running".into(), End::describe),
             transport: self.cfg.transport.to_string(),
+            reconnects: st.reconnects,
             frames,
             bytes: ByteReport {
                 payload: st.bytes_payload,
@@ -1415,6 +1492,84 @@ mod tests {
         assert!(s.is_done());
         assert_eq!(s.end(), Some(&End::Complete));
         assert_eq!(s.report(t1).frames.played, 1);
+    }
+
+    #[test]
+    fn a_lost_link_keeps_the_session_and_a_new_one_starts_a_fresh_stream() {
+        let (mut s, t0) = setup();
+        s.poll_control();
+        s.handle_control(t0, &receiver_hello());
+        s.push_frame(t0, frame(t0, 3000)).unwrap();
+        s.push_frame(t0, frame(t0, 100)).unwrap();
+        // Half of the first frame goes out; the receiver has reported two frames played.
+        s.poll_datagram(t0, 1200).unwrap();
+        let report = ControlMessage::Report(Report {
+            frames_received: 3,
+            frames_played: 2,
+            frames_lost: 1,
+            ..Default::default()
+        });
+        s.handle_control(t0, &report.to_bytes());
+        assert!(s.last_report().is_some());
+
+        let t1 = t0 + Duration::from_millis(10);
+        s.link_lost(t1, "idle timeout");
+        assert!(!s.is_linked() && s.is_running() && !s.is_done());
+        assert_eq!(
+            s.stats().frames_truncated,
+            1,
+            "the half-sent frame is given up"
+        );
+        assert_eq!(s.poll_control(), None);
+        // Frames keep coming while the link is down, and wait.
+        s.push_frame(t1, frame(t1, 200)).unwrap();
+        assert_eq!(s.queued_frames(), 2);
+
+        let t2 = t0 + Duration::from_millis(50);
+        s.relinked(t2);
+        assert!(s.is_linked());
+        assert_eq!(s.stats().reconnects, 1);
+        let msgs = messages(s.poll_control().unwrap());
+        assert!(
+            matches!(&msgs[..], [ControlMessage::Hello(h)] if h.role == Role::Sender && h.clock_us == 1_050_000),
+            "a new hello for the new receiver: {msgs:?}"
+        );
+        // The queue goes out numbered from 0 again.
+        let mut got = Vec::new();
+        while let Some(d) = s.poll_datagram(t2, 1200) {
+            let (h, _) = FragmentHeader::parse(&d).unwrap();
+            got.push((h.seq, h.index, h.count));
+        }
+        assert_eq!(got, vec![(0, 0, 1), (1, 0, 1)]);
+
+        // The report adds what the first receiver counted to the second's goodbye.
+        s.handle_control(t2, &receiver_hello());
+        s.finish(t2);
+        s.poll_control();
+        let bye = ControlMessage::Goodbye(Goodbye {
+            frames_played: 2,
+            ..Default::default()
+        });
+        s.handle_control(t2, &bye.to_bytes());
+        let r = s.report(t2);
+        assert_eq!(r.reconnects, 1);
+        assert_eq!(r.frames.played, 4);
+        assert_eq!(r.frames.received, 3);
+        assert_eq!(r.end, "complete");
+    }
+
+    #[test]
+    fn a_link_lost_while_closing_ends_the_session() {
+        let (mut s, t0) = setup();
+        s.finish(t0);
+        s.link_lost(t0, "idle timeout");
+        assert!(s.is_done());
+        s.relinked(t0);
+        assert_eq!(
+            s.stats().reconnects,
+            0,
+            "a finished session is not carried on"
+        );
     }
 
     #[test]

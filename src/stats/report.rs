@@ -25,6 +25,10 @@ pub struct SessionReport {
     /// one QUIC stream per frame).
     #[serde(default = "datagram_transport")]
     pub transport: String,
+    /// Sender: new connections that carried the session on after its connection was lost
+    /// (`rtq-send --reconnect`); 0 on the receiver, whose sessions are one connection each.
+    #[serde(default)]
+    pub reconnects: u64,
     /// Frame counts.
     pub frames: FrameReport,
     /// Byte counts.

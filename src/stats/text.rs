@@ -31,6 +31,14 @@ fn delay_row(out: &mut String, name: &str, s: &LatencySummary) {
 pub fn summary(title: &str, r: &SessionReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{title} — {} after {:.2} s", r.end, r.duration_s);
+    if r.reconnects > 0 {
+        let _ = writeln!(
+            out,
+            "  reconnected {} time{} (frames played, late and lost add up every connection's receiver)",
+            r.reconnects,
+            if r.reconnects == 1 { "" } else { "s" }
+        );
+    }
     let f = &r.frames;
     let d = &f.dropped_by_sender;
     match r.role {
@@ -183,6 +191,7 @@ mod tests {
             peer: "127.0.0.1:1".into(),
             end: "complete".into(),
             transport: "datagram".into(),
+            reconnects: 0,
             frames: FrameReport {
                 sent: 300,
                 played: 299,
