@@ -40,6 +40,9 @@ pub struct RunReport {
     /// What happened in each second of the run, in order (virtual-time runs; empty for
     /// `--realtime`, whose shells keep no per-second counts).
     pub timeline: Vec<TimelineEntry>,
+    /// Receiver sessions the run took: 1, or more when the sender reconnected after its
+    /// connection was lost (`receiver` then adds up their frame and byte counts and delays).
+    pub receiver_sessions: u64,
 }
 
 /// One second of a run: frames the source gave in it, and frames that played, played late or
@@ -221,6 +224,7 @@ pub async fn realtime(
             receiver: rx.report,
             link: LinkReport { forward, reverse },
             timeline: Vec::new(),
+            receiver_sessions: 1,
         },
         delays: rx.delays,
         send_delay: sent.send_delay,

@@ -182,6 +182,49 @@ fn an_outage_loses_the_frames_inside_it_and_the_session_recovers() {
 }
 
 #[test]
+fn the_sender_reconnects_after_a_measured_78_second_outage_and_plays_within_two_seconds() {
+    // The shipped scenario: ATT's LTE drive uplink delivers nothing from 7.6 s to 85.9 s of
+    // the run. Both ends give the connection up after 10 s of silence; the sender keeps
+    // dialling (with backoff) and a new receiver session plays again once capacity returns.
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/outage-att-lte.toml");
+    let s = ScenarioFile::load(&path).unwrap().resolve().unwrap();
+    let o = run(&s);
+    let r = &o.report;
+    assert!(r.sender.reconnects >= 1, "{}", json(&o));
+    assert!(r.receiver_sessions >= 2, "{}", json(&o));
+
+    let t = &r.timeline;
+    assert!(t.len() >= 100, "{t:?}");
+    let sum = |f: fn(&rtq_sim::run::TimelineEntry) -> u64| t.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|e| e.played), r.receiver.frames.played);
+    assert_eq!(sum(|e| e.late), r.receiver.frames.late);
+    assert_eq!(sum(|e| e.lost), r.receiver.frames.lost);
+    // Frames play before the outage, none inside it, and they play again within two seconds of
+    // the link's return (in second 86 or 87), then every second to the end.
+    assert!(t[3..7].iter().all(|e| e.played >= 25), "{:?}", &t[..7]);
+    assert!(t[15..85].iter().all(|e| e.played == 0), "{:?}", &t[15..85]);
+    let back = t[85..].iter().find(|e| e.played > 0).map(|e| e.t_s);
+    assert!(
+        matches!(back, Some(85..=87)),
+        "plays again in second {back:?}"
+    );
+    assert!(
+        t[89..105].iter().all(|e| e.played >= 20),
+        "{:?}",
+        &t[89..105]
+    );
+    // And the receiver's totals span both sessions' frames.
+    let after: u64 = t[85..].iter().map(|e| e.played).sum();
+    let before: u64 = t[..15].iter().map(|e| e.played).sum();
+    assert!(
+        after >= 18 * 25 && before >= 4 * 25,
+        "{before} before, {after} after"
+    );
+    assert_eq!(before + after, r.receiver.frames.played);
+}
+
+#[test]
 fn loss_costs_frames_in_proportion() {
     let o = run(&scenario(
         r#"

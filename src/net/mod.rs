@@ -267,6 +267,16 @@ pub fn quic_report_of(
     }
 }
 
+/// Whether a connection that ended with `e` failed — silence (idle timeout), a reset, a
+/// transport error — rather than being closed by a decision of either end: worth a new one.
+pub fn is_failure(e: &quinn::ConnectionError) -> bool {
+    use quinn::ConnectionError as E;
+    matches!(
+        e,
+        E::TimedOut | E::Reset | E::ConnectionClosed(_) | E::TransportError(_)
+    )
+}
+
 /// Explains why a connection ended, in a sentence that says what to do.
 pub fn explain(err: &quinn::ConnectionError) -> String {
     use quinn::ConnectionError as E;

@@ -88,7 +88,7 @@ impl Default for Reconnect {
 pub const MAX_ATTEMPTS: usize = 4;
 
 /// The first wait between reconnection attempts.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Why the sender could not run. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -475,14 +475,7 @@ fn worth_reconnecting(
     e: &quinn::ConnectionError,
     session: &SenderSession,
 ) -> bool {
-    use quinn::ConnectionError as E;
-    opts.reconnect.enabled
-        && !session.is_closing()
-        && !session.is_done()
-        && matches!(
-            e,
-            E::TimedOut | E::Reset | E::ConnectionClosed(_) | E::TransportError(_)
-        )
+    opts.reconnect.enabled && !session.is_closing() && !session.is_done() && super::is_failure(e)
 }
 
 async fn drive(

@@ -29,6 +29,7 @@ use quinn_proto::{
 use rtq::clock::ClockAnchor;
 use rtq::net::frames::{MAX_FRAME_STREAMS, frame_priority};
 use rtq::net::receiver::Receiver;
+use rtq::net::sender::{FIRST_BACKOFF, MAX_ATTEMPTS, Reconnect};
 use rtq::net::tls::{Trust, client_config};
 use rtq::net::transport::{queue_allowance, stream_loss_detection, transport_config};
 use rtq::session::{
@@ -56,6 +57,10 @@ const SENDER_CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long the receiver waits for the sender to close after its goodbye (as the real-time
 /// shell's `CLOSE_WAIT`).
 const RECEIVER_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Handshakes a server lets run at once (the oldest goes first).
+const MAX_PENDING_ACCEPTS: usize = 16;
+/// How long each reconnection attempt lasts (rtq-send's default `--connect-timeout`).
+const RECONNECT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest control-stream chunk read at once.
 const CONTROL_CHUNK: usize = 64 * 1024;
 /// Virtual time a run may take beyond the scenario's duration before it is called stuck.
@@ -135,16 +140,76 @@ struct Quic {
     endpoint: Endpoint,
     addr: SocketAddr,
     conn: Option<(ConnectionHandle, quinn_proto::Connection)>,
+    /// Client: reconnection attempts in flight (as `rtq::net::sender::reconnect` keeps up to
+    /// `MAX_ATTEMPTS`), with when each gives up; the first to complete its handshake becomes
+    /// `conn` and the others are dropped. Server: connections whose handshake is under way;
+    /// one that completes replaces `conn`.
+    attempts: Vec<(ConnectionHandle, quinn_proto::Connection, Instant)>,
+    is_client: bool,
     buf: Vec<u8>,
 }
 
 impl Quic {
-    fn new(endpoint: Endpoint, addr: SocketAddr) -> Self {
+    fn new(endpoint: Endpoint, addr: SocketAddr, is_client: bool) -> Self {
         Self {
             endpoint,
             addr,
             conn: None,
+            attempts: Vec::new(),
+            is_client,
             buf: Vec::new(),
+        }
+    }
+
+    /// Starts a reconnection attempt that gives up at `until`; the oldest goes when
+    /// [`MAX_ATTEMPTS`] are in flight.
+    fn attempt(&mut self, c: (ConnectionHandle, quinn_proto::Connection), until: Instant) {
+        if self.attempts.len() >= MAX_ATTEMPTS {
+            self.attempts.remove(0);
+        }
+        self.attempts.push((c.0, c.1, until));
+    }
+
+    /// Runs the attempts' timers and sends what they have; the first whose handshake completes
+    /// becomes the connection (and its application hears `Connected` in [`drive`]).
+    fn drive_attempts(&mut self, now: Instant, out: &mut Path) {
+        self.attempts
+            .retain(|(_, c, until)| now < *until && !c.is_drained());
+        let mut won = None;
+        for (i, (ch, conn, _)) in self.attempts.iter_mut().enumerate() {
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now);
+            }
+            loop {
+                let mut busy = false;
+                while let Some(ev) = conn.poll_endpoint_events() {
+                    busy = true;
+                    if let Some(back) = self.endpoint.handle_event(*ch, ev) {
+                        conn.handle_event(back);
+                    }
+                }
+                self.buf.clear();
+                while let Some(t) = conn.poll_transmit(now, 1, &mut self.buf) {
+                    busy = true;
+                    push_transmit(out, now, &t, &self.buf);
+                    self.buf.clear();
+                }
+                if !busy {
+                    break;
+                }
+            }
+            if won.is_none() && !conn.is_handshaking() && !conn.is_closed() {
+                won = Some(i);
+            }
+        }
+        if let Some(i) = won {
+            let (ch, conn, _) = self.attempts.swap_remove(i);
+            if self.is_client {
+                self.attempts.clear();
+            }
+            // Its `Connected` event is still queued: the application takes it in `drive`. A
+            // connection it replaces (the server's, from before the sender reconnected) goes.
+            self.conn = Some((ch, conn));
         }
     }
 
@@ -161,17 +226,20 @@ impl Quic {
         );
         match event {
             Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.conn.is_some() {
-                    // One session per run: a second connection is refused, as by a receiver
-                    // at its session limit.
-                    let mut buf = Vec::new();
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    push_transmit(out, now, &t, &buf);
-                    return;
-                }
+                // A new connection while there is one waits beside it until its handshake
+                // completes (the sender dialled again after losing it; attempts it gave up
+                // never complete and time out), then replaces it: rtq-recv would serve both,
+                // the run follows one session at a time, and the receiver's application
+                // starts a new one on `Connected`.
                 let mut buf = Vec::new();
                 match self.endpoint.accept(incoming, now, &mut buf, None) {
-                    Ok(c) => self.conn = Some(c),
+                    Ok(c) if self.conn.is_none() => self.conn = Some(c),
+                    Ok(c) => {
+                        self.attempts.push((c.0, c.1, now + CONNECT_TIMEOUT));
+                        if self.attempts.len() > MAX_PENDING_ACCEPTS {
+                            self.attempts.remove(0);
+                        }
+                    }
                     Err(e) => {
                         if let Some(t) = e.response {
                             push_transmit(out, now, &t, &buf);
@@ -182,6 +250,10 @@ impl Quic {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
                 if let Some((h, conn)) = self.conn.as_mut()
                     && *h == ch
+                {
+                    conn.handle_event(ev);
+                } else if let Some((_, conn, _)) =
+                    self.attempts.iter_mut().find(|(h, _, _)| *h == ch)
                 {
                     conn.handle_event(ev);
                 }
@@ -232,7 +304,17 @@ impl Quic {
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
-        self.conn.as_mut().and_then(|(_, c)| c.poll_timeout())
+        let attempts = self
+            .attempts
+            .iter_mut()
+            .flat_map(|(_, c, until)| [c.poll_timeout(), Some(*until)])
+            .flatten();
+        self.conn
+            .as_mut()
+            .and_then(|(_, c)| c.poll_timeout())
+            .into_iter()
+            .chain(attempts)
+            .min()
     }
 }
 
@@ -272,6 +354,8 @@ struct World {
     sender: SenderApp,
     receiver: ReceiverApp,
     timeline: Timeline,
+    /// For new connections when the sender reconnects.
+    client_cfg: quinn_proto::ClientConfig,
 }
 
 /// Counts taken each simulated second for `report.json`'s `timeline`.
@@ -308,17 +392,14 @@ impl Timeline {
     /// Closes the second in progress (the last, partial one at the end of a run).
     fn close(&mut self, (sender, receiver): (&SenderApp, &ReceiverApp)) {
         let sent = sender.session.as_ref().map_or(0, |s| s.stats().frames_sent);
-        let (counts, e2e) = match receiver.session.as_ref() {
-            Some(r) => {
-                let st = r.stats();
-                (
-                    [sent, st.frames_played, st.frames_late, st.frames_lost],
-                    Some(&r.delays().end_to_end),
-                )
-            }
+        let (counts, e2e) = match receiver.totals() {
+            Some(([played, late, lost], e2e)) => ([sent, played, late, lost], Some(e2e)),
             None => ([sent, self.last[1], self.last[2], self.last[3]], None),
         };
-        let window = e2e.map(|h| h.since(&self.last_e2e)).unwrap_or_default();
+        let window = e2e
+            .as_ref()
+            .map(|h| h.since(&self.last_e2e))
+            .unwrap_or_default();
         let quantile = |q| (!window.is_empty()).then(|| window.quantile(q));
         let d = |i: usize| counts[i].saturating_sub(self.last[i]);
         self.entries.push(TimelineEntry {
@@ -332,7 +413,7 @@ impl Timeline {
         });
         self.last = counts;
         if let Some(h) = e2e {
-            self.last_e2e = h.clone();
+            self.last_e2e = h;
         }
         self.seconds += 1;
     }
@@ -376,10 +457,11 @@ impl World {
                 None,
             ),
             SENDER_ADDR,
+            true,
         );
         let conn = client
             .endpoint
-            .connect(epoch, client_cfg, RECEIVER_ADDR, "localhost")
+            .connect(epoch, client_cfg.clone(), RECEIVER_ADDR, "localhost")
             .map_err(|e| anyhow::anyhow!("cannot start the QUIC handshake: {e}"))?;
         client.conn = Some(conn);
 
@@ -395,7 +477,7 @@ impl World {
             epoch,
             now: epoch,
             client,
-            server: Quic::new(server, RECEIVER_ADDR),
+            server: Quic::new(server, RECEIVER_ADDR, false),
             forward: scenario.forward.build(fs),
             reverse: scenario.reverse.build(rs),
             forward_steps: scenario.steps(Direction::Forward, epoch).into(),
@@ -403,6 +485,7 @@ impl World {
             sender,
             receiver,
             timeline: Timeline::new(epoch),
+            client_cfg,
         })
     }
 
@@ -429,9 +512,25 @@ impl World {
             self.client
                 .receive(now, self.server.addr, data, &mut self.forward);
         }
+        // A sender whose connection was lost dials again (as rtq::net::sender::reconnect): a
+        // new attempt at each backoff step, several in flight, each for the connect timeout.
+        if self.sender.attempt_due(now) && self.client.conn.is_none() {
+            match self.client.endpoint.connect(
+                now,
+                self.client_cfg.clone(),
+                RECEIVER_ADDR,
+                "localhost",
+            ) {
+                Ok(c) => self.client.attempt(c, now + RECONNECT_ATTEMPT_TIMEOUT),
+                Err(e) => self.sender.attempt_failed(now, &e.to_string()),
+            }
+        }
+        self.client.drive_attempts(now, &mut self.forward);
+        self.server.drive_attempts(now, &mut self.reverse);
         self.client.drive(now, &mut self.sender, &mut self.forward);
         self.server
             .drive(now, &mut self.receiver, &mut self.reverse);
+        self.sender.pump(now);
         if self.client.conn.is_none() {
             self.sender.connection_gone(now);
         }
@@ -483,11 +582,22 @@ impl World {
         let Some(sent) = self.sender.report else {
             anyhow::bail!("the sender did not finish");
         };
-        let (Some(received), Some(delays)) = (self.receiver.report, self.receiver.delays) else {
+        let (Some(mut received), Some(mut delays)) = (self.receiver.report, self.receiver.delays)
+        else {
             anyhow::bail!(
                 "the receiver saw no session (the handshake never completed through this link)"
             );
         };
+        let receiver_sessions = 1 + self.receiver.earlier.len() as u64;
+        for (r, d) in &self.receiver.earlier {
+            absorb(&mut received, r);
+            delays.network.merge(&d.network);
+            delays.jitter_buffer.merge(&d.jitter_buffer);
+            delays.end_to_end.merge(&d.end_to_end);
+        }
+        if receiver_sessions > 1 {
+            received.latency_us = delays.summaries();
+        }
         Ok(RunOutcome {
             report: RunReport {
                 scenario: scenario.clone(),
@@ -500,11 +610,32 @@ impl World {
                     reverse: self.reverse.report(),
                 },
                 timeline: self.timeline.entries,
+                receiver_sessions,
             },
             delays,
             send_delay: self.sender.send_delay,
         })
     }
+}
+
+/// Adds an earlier receiver session's counts to `into` (the run's receiver report covers every
+/// connection the sender made).
+fn absorb(into: &mut SessionReport, earlier: &SessionReport) {
+    let (f, e) = (&mut into.frames, &earlier.frames);
+    f.received += e.received;
+    f.complete += e.complete;
+    f.played += e.played;
+    f.late += e.late;
+    f.lost += e.lost;
+    f.keyframes += e.keyframes;
+    f.output_dropped += e.output_dropped;
+    let (b, e) = (&mut into.bytes, &earlier.bytes);
+    b.payload += e.payload;
+    b.compressed += e.compressed;
+    b.wire += e.wire;
+    b.datagrams += e.datagrams;
+    into.datagrams.received += earlier.datagrams.received;
+    into.duration_s += earlier.duration_s;
 }
 
 /// `t` rounded up to the next [`TIMER_TICK`] after `epoch`, as a tokio timer fires.
@@ -743,6 +874,21 @@ struct SenderApp {
     failed: Option<String>,
     report: Option<SessionReport>,
     send_delay: rtq::stats::LatencyHistogram,
+    /// What to do when the connection is lost (rtq-send's defaults).
+    reconnect: Reconnect,
+    /// Set while the connection is lost and the sender dials again.
+    down: Option<Down>,
+    /// Bytes on the wire of the connections before the current one.
+    wire_before: u64,
+}
+
+/// A sender between connections (as `rtq::net::sender::reconnect`).
+#[derive(Debug, Clone)]
+struct Down {
+    since: Instant,
+    why: String,
+    next_attempt: Instant,
+    backoff: Duration,
 }
 
 impl SenderApp {
@@ -774,13 +920,74 @@ impl SenderApp {
             failed: None,
             report: None,
             send_delay: rtq::stats::LatencyHistogram::default(),
+            reconnect: Reconnect::default(),
+            down: None,
+            wire_before: 0,
         }
+    }
+
+    /// Whether an attempt is due now; if so, the next one is scheduled (an attempt that has
+    /// heard back is left to finish instead of being replaced).
+    fn attempt_due(&mut self, now: Instant) -> bool {
+        let max = self.reconnect.max_backoff;
+        match self.down.as_mut() {
+            Some(d) if now >= d.next_attempt && self.report.is_none() => {
+                d.next_attempt = now + d.backoff;
+                d.backoff = (d.backoff * 2).min(max.max(FIRST_BACKOFF));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn attempt_failed(&mut self, _now: Instant, why: &str) {
+        if let Some(d) = self.down.as_mut() {
+            d.why = why.to_string();
+        }
+    }
+
+    /// Between connections: frames keep coming and the session's timers run (as the
+    /// real-time shell does while it dials).
+    fn pump(&mut self, now: Instant) {
+        if self.down.is_none() {
+            return;
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        pump_source(session, &mut self.source, self.stop_at, now);
+        session.handle_timeout(now);
+    }
+
+    /// The connection failed and the session goes on over a new one.
+    fn link_lost(&mut self, now: Instant, conn: &mut quinn_proto::Connection, why: String) {
+        let Some(s) = self.session.as_mut() else {
+            return;
+        };
+        if let Some(out) = self.pending.take() {
+            s.abandon(&out);
+        }
+        s.link_lost(now, &why);
+        self.wire_before += conn.stats().udp_tx.bytes;
+        self.ctl = None;
+        self.ctl_held = None;
+        self.ctl_acked = false;
+        self.frames = FrameStreams::default();
+        self.close_by = None;
+        self.closed = false;
+        self.down = Some(Down {
+            since: now,
+            why,
+            next_attempt: now,
+            backoff: FIRST_BACKOFF,
+        });
     }
 
     fn describe(&self) -> String {
         match (&self.session, &self.report) {
             (_, Some(_)) => "finished".into(),
             (None, None) => "connecting".into(),
+            (Some(_), None) if self.down.is_some() => "reconnecting".into(),
             (Some(s), None) if s.is_done() => "closing".into(),
             (Some(s), None) => format!(
                 "streaming, {} frames queued, {} datagram held",
@@ -799,6 +1006,7 @@ impl SenderApp {
         };
         let running = s.is_running();
         [
+            self.down.as_ref().map(|d| d.next_attempt),
             s.poll_timeout(),
             self.source
                 .as_ref()
@@ -835,7 +1043,21 @@ impl SenderApp {
                 }
             }
             Some(s) => {
-                if !s.is_done() {
+                if let Some(d) = &self.down {
+                    // Dialling again: give up as rtq::net::sender::reconnect does.
+                    let why = if self.stop_at.is_some_and(|t| now >= t) {
+                        "the run's duration ended before a new connection".to_string()
+                    } else if !s.is_running() && s.queued_frames() == 0 {
+                        "nothing left to send".to_string()
+                    } else if now >= d.since + self.reconnect.give_up {
+                        "no new connection in time".to_string()
+                    } else {
+                        return;
+                    };
+                    let why = format!("{}; {why}", d.why);
+                    s.connection_lost(now, &why);
+                    self.down = None;
+                } else if !s.is_done() {
                     s.connection_lost(now, "the connection ended");
                 }
                 self.finish_report(now, None);
@@ -849,6 +1071,7 @@ impl SenderApp {
         };
         let mut r = s.report(now);
         complete_report(&mut r, RECEIVER_ADDR, quic);
+        r.bytes.wire += self.wire_before;
         self.send_delay = s.send_delay().clone();
         self.report = Some(r);
     }
@@ -870,10 +1093,30 @@ impl SenderApp {
 impl App for SenderApp {
     fn on_event(&mut self, now: Instant, conn: &mut quinn_proto::Connection, ev: Event) {
         match ev {
-            Event::Connected => self.start(now, conn),
+            Event::Connected => match self.session.as_mut() {
+                None => self.start(now, conn),
+                Some(s) if self.down.is_some() => {
+                    if conn.datagrams().max_size().is_some() {
+                        s.relinked(now);
+                        self.down = None;
+                        self.ctl = conn.streams().open(Dir::Bi);
+                    }
+                }
+                Some(_) => {}
+            },
             Event::ConnectionLost { reason } => match self.session.as_mut() {
+                Some(_) if self.down.is_some() => {
+                    // An attempt failed; the next one comes at its time.
+                    self.attempt_failed(now, &explain(&reason));
+                }
                 Some(s) => {
-                    if !s.is_done() {
+                    if self.reconnect.enabled
+                        && !s.is_done()
+                        && !s.is_closing()
+                        && rtq::net::is_failure(&reason)
+                    {
+                        self.link_lost(now, conn, explain(&reason));
+                    } else if !s.is_done() {
                         s.connection_lost(now, &explain(&reason));
                     }
                 }
@@ -915,7 +1158,7 @@ impl App for SenderApp {
     }
 
     fn step(&mut self, now: Instant, conn: &mut quinn_proto::Connection) {
-        if self.closed {
+        if self.closed || self.down.is_some() {
             return;
         }
         let Some(session) = self.session.as_mut() else {
@@ -930,21 +1173,7 @@ impl App for SenderApp {
         if session.target_rate_bps().is_some() {
             session.set_pacing_rate(conn.congestion_state().metrics().pacing_rate);
         }
-        if let Some(src) = self.source.as_mut() {
-            src.set_target_bitrate(session.target_rate_bps());
-            while session.is_running()
-                && src.next_due() <= now
-                && self.stop_at.is_none_or(|s| src.next_due() < s)
-            {
-                match src.poll(now) {
-                    Some(mut f) => {
-                        f.capture = now;
-                        let _ = session.push_frame(now, f);
-                    }
-                    None => break,
-                }
-            }
-        }
+        pump_source(session, &mut self.source, self.stop_at, now);
         if session.is_running() && self.stop_at.is_some_and(|s| now >= s) {
             session.finish(now);
         }
@@ -1035,6 +1264,31 @@ impl App for SenderApp {
     }
 }
 
+/// Hands the source's frames due by `now` to the session (captured when handed over).
+fn pump_source(
+    session: &mut SenderSession,
+    source: &mut Option<SyntheticSource>,
+    stop_at: Option<Instant>,
+    now: Instant,
+) {
+    let Some(src) = source.as_mut() else {
+        return;
+    };
+    src.set_target_bitrate(session.target_rate_bps());
+    while session.is_running()
+        && src.next_due() <= now
+        && stop_at.is_none_or(|s| src.next_due() < s)
+    {
+        match src.poll(now) {
+            Some(mut f) => {
+                f.capture = now;
+                let _ = session.push_frame(now, f);
+            }
+            None => break,
+        }
+    }
+}
+
 /// The receiver's side: one session of rtq-recv's shell (`rtq::net::receiver`), over
 /// quinn-proto.
 struct ReceiverApp {
@@ -1053,6 +1307,8 @@ struct ReceiverApp {
     conn_lost: bool,
     report: Option<SessionReport>,
     delays: Option<rtq::stats::Delays>,
+    /// Sessions of earlier connections (the sender reconnected), with their delays.
+    earlier: Vec<(SessionReport, rtq::stats::Delays)>,
 }
 
 impl ReceiverApp {
@@ -1070,7 +1326,47 @@ impl ReceiverApp {
             conn_lost: false,
             report: None,
             delays: None,
+            earlier: Vec::new(),
         }
+    }
+
+    /// A new connection after an earlier session: that one's report is kept, and a fresh
+    /// session starts (as rtq-recv serves a reconnecting sender).
+    fn new_session(&mut self, now: Instant) {
+        if let Some(s) = self.session.as_mut() {
+            if self.report.is_none() {
+                if !s.is_done() {
+                    s.connection_lost(now, "the sender connected again");
+                }
+                self.finish_report(now, None);
+            }
+            if let (Some(r), Some(d)) = (self.report.take(), self.delays.take()) {
+                self.earlier.push((r, d));
+            }
+        }
+        self.ctl = None;
+        self.ctl_held = None;
+        self.ctl_ended = false;
+        self.readers.clear();
+        self.close_by = None;
+        self.conn_lost = false;
+        self.seen = true;
+        self.session = Some(ReceiverSession::new(self.cfg.clone(), self.anchor, now));
+    }
+
+    /// Frames played, late and lost and the end-to-end delays so far, over every session.
+    fn totals(&self) -> Option<([u64; 3], rtq::stats::LatencyHistogram)> {
+        let current = self.session.as_ref()?;
+        let st = current.stats();
+        let mut counts = [st.frames_played, st.frames_late, st.frames_lost];
+        let mut e2e = current.delays().end_to_end.clone();
+        for (r, d) in &self.earlier {
+            counts[0] += r.frames.played;
+            counts[1] += r.frames.late;
+            counts[2] += r.frames.lost;
+            e2e.merge(&d.end_to_end);
+        }
+        Some((counts, e2e))
     }
 
     fn describe(&self) -> String {
@@ -1187,10 +1483,7 @@ impl ReceiverApp {
 impl App for ReceiverApp {
     fn on_event(&mut self, now: Instant, conn: &mut quinn_proto::Connection, ev: Event) {
         match ev {
-            Event::Connected => {
-                self.seen = true;
-                self.session = Some(ReceiverSession::new(self.cfg.clone(), self.anchor, now));
-            }
+            Event::Connected => self.new_session(now),
             Event::ConnectionLost { reason } => {
                 self.conn_lost = true;
                 if let Some(s) = self.session.as_mut()
