@@ -1,7 +1,14 @@
-//! Bad input from an authenticated-but-hostile sender: a quinn client that completes the
-//! handshake and then sends malformed and forged datagrams, a decompression bomb, unknown and
-//! oversized control messages and thousands of half-finished frames. The receiver counts each
-//! by reason, stays within its bounds, and a well-behaved session beside it is unharmed.
+//! Bad input from an authenticated-but-hostile peer.
+//!
+//! A hostile sender: a quinn client that completes the handshake and then sends malformed and
+//! forged datagrams, a decompression bomb, unknown and oversized control messages and thousands
+//! of half-finished frames. The receiver counts each by reason, stays within its bounds, and a
+//! well-behaved session beside it is unharmed.
+//!
+//! A hostile receiver: a quinn server that floods rtq-send with retransmission requests (for
+//! every frame, for frames never sent, for absurd fragment ranges) and garbage datagrams. The
+//! sender's retransmissions stay within their budget, every refusal is counted, and the stream
+//! completes.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
@@ -256,4 +263,154 @@ async fn hostile_input_is_counted_bounded_and_harmless_to_neighbours() {
         "neighbour played {played} of {sent}"
     );
     assert_eq!(ok.report.datagrams.dropped.total, 0);
+}
+
+/// A receiver that answers rtq-send's hello, then asks for every frame again, many times over,
+/// for each datagram it gets, with garbage besides; returns the datagrams it got and the
+/// requests it made once the sender says goodbye.
+async fn nack_flooder(endpoint: quinn::Endpoint) -> (u64, u64) {
+    use rtq::wire::control::{MAX_NACK_ENTRIES, Nack, NackEntry};
+    let conn = endpoint.accept().await.unwrap().await.unwrap();
+    let (mut ctl, mut ctl_in) = conn.accept_bi().await.unwrap();
+    let hello = Hello {
+        version: VERSION,
+        role: Role::Receiver,
+        clock_us: capture_us(),
+        max_frame_bytes: 1 << 20,
+        software: "hostile".into(),
+        no_parity: false,
+    };
+    ctl.write_all(&ControlMessage::Hello(hello).to_bytes())
+        .await
+        .unwrap();
+    let (mut got, mut asked, mut top) = (0u64, 0u64, 0u64);
+    let mut dec = ControlDecoder::new(65_535);
+    loop {
+        tokio::select! {
+            d = conn.read_datagram() => {
+                let Ok(d) = d else { break };
+                got += 1;
+                if let Ok((h, _)) = FragmentHeader::parse(&d) {
+                    top = top.max(h.seq);
+                }
+                // Ten requests of 64 entries for each datagram: whole frames seen, fragments
+                // past any frame's end, and frames far beyond anything sent.
+                for i in 0..10u64 {
+                    let entries = (0..MAX_NACK_ENTRIES as u64)
+                        .map(|j| NackEntry {
+                            seq: match j % 4 {
+                                0 => top + 1000 + i,
+                                _ => top.saturating_sub((i * 64 + j) % 50),
+                            },
+                            first: (j % 5) as u16,
+                            count: if j % 2 == 0 { 0 } else { u16::MAX },
+                        })
+                        .collect();
+                    let nack = Nack { entries };
+                    asked += MAX_NACK_ENTRIES as u64;
+                    if i % 2 == 0 {
+                        let _ = conn.send_datagram(rtq::wire::nack::encode(&nack));
+                    } else {
+                        ctl.write_all(&ControlMessage::Nack(nack).to_bytes()).await.unwrap();
+                    }
+                }
+                let _ = conn.send_datagram(Bytes::from_static(b"\x01\x09garbage"));
+            }
+            chunk = ctl_in.read_chunk(65_536, true) => {
+                let Some(chunk) = chunk.unwrap() else { break };
+                dec.push(&chunk.bytes);
+                let mut bye = false;
+                while let Some(m) = dec.next_message() {
+                    bye |= matches!(m, Ok(ControlMessage::Goodbye(_)));
+                }
+                if bye {
+                    let g = Goodbye { frames_played: got, ..Default::default() };
+                    ctl.write_all(&ControlMessage::Goodbye(g).to_bytes()).await.unwrap();
+                    ctl.finish().unwrap();
+                    break;
+                }
+            }
+        }
+    }
+    conn.closed().await;
+    (got, asked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_flooding_retransmission_requests_gets_bounded_copies_and_is_counted() {
+    let identity = Identity::self_signed(&["localhost".into()])
+        .unwrap()
+        .identity;
+    let mut server = rtq::net::tls::server_config(identity).unwrap();
+    server.transport_config(std::sync::Arc::new(rtq::net::transport::transport_config(
+        &TransportOptions::default(),
+    )));
+    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = endpoint.local_addr().unwrap();
+    let flooder = tokio::spawn(nack_flooder(endpoint));
+
+    let (_keep, never) = Shutdown::new();
+    let sent = rtq::net::sender::run(
+        SendOptions {
+            connect: addr.to_string(),
+            server_name: None,
+            trust: Trust::Insecure,
+            transport: TransportOptions::default(),
+            session: SenderConfig::default(),
+            source: SourceSpec::Synthetic(
+                SourceKind::Fixed {
+                    fps: 100.0,
+                    frame_size: 3000,
+                },
+                1,
+            ),
+            duration: Some(Duration::from_secs(2)),
+            connect_timeout: Duration::from_secs(5),
+            reconnect: Default::default(),
+            status: false,
+        },
+        never,
+    )
+    .await
+    .unwrap();
+    let (got, asked) = flooder.await.unwrap();
+
+    let r = &sent.report;
+    eprintln!(
+        "flood: {asked} requests for {got} datagrams; sender: {} datagrams, {:?}",
+        r.datagrams.sent, r.recovery
+    );
+    assert_eq!(r.end, "complete", "{r:#?}");
+    assert!(
+        r.frames.sent >= 195,
+        "the stream went on: {}",
+        r.frames.sent
+    );
+    let rec = &r.recovery;
+    assert!(
+        rec.retransmit_requests >= asked / 2,
+        "{} of {asked} requests counted",
+        rec.retransmit_requests
+    );
+    // Copies stay within the budget: 64 KiB to start, then half the original bytes; at most
+    // three resends of any frame.
+    let original = r.datagrams.sent - rec.retransmitted - rec.parity_sent;
+    let per = r.bytes.datagrams as f64 / r.datagrams.sent as f64;
+    assert!(
+        (rec.retransmitted as f64) * per <= 65_536.0 + 0.5 * original as f64 * per + 2.0 * per,
+        "{} copies of {original} datagrams",
+        rec.retransmitted
+    );
+    assert!(rec.retransmitted <= 3 * original);
+    assert!(
+        rec.retransmitted > 0,
+        "requests for real frames are answered"
+    );
+    assert!(rec.refused.invalid > 0, "frames never sent are refused");
+    assert!(rec.refused.throttled > 0, "the rest is over budget");
+    assert!(
+        r.datagrams.dropped.total >= got / 2,
+        "garbage counted: {:?}",
+        r.datagrams.dropped
+    );
 }

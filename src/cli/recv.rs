@@ -81,6 +81,18 @@ pub struct RecvArgs {
     /// Largest frame accepted (also the decompression limit).
     #[arg(long, value_parser = size_arg, default_value = "16MiB", value_name = "BYTES")]
     pub max_frame_size: u64,
+    /// Partial frames one session holds while their fragments arrive; a new frame past it
+    /// evicts the oldest (counted in `reassembly.evicted`).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_partial_frames: usize,
+    /// Memory one session's partial frames may take; a new frame past it evicts the oldest
+    /// (counted). Must be at least --max-frame-size.
+    #[arg(long, value_parser = size_arg, default_value = "64MiB", value_name = "BYTES")]
+    pub max_partial_bytes: u64,
+    /// Largest control message accepted from a sender (1 KiB to 64 KiB); a larger one is
+    /// skipped as its bytes arrive, never buffered, and counted (`control_errors.oversized`).
+    #[arg(long, value_parser = size_arg, default_value = "4KiB", value_name = "BYTES")]
+    pub max_control_message: u64,
     /// Transport settings.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -97,6 +109,11 @@ Examples:
   rtq-recv --cert certs/cert.pem --key certs/key.pem --output udp://127.0.0.1:6000   # gateway
 
 The JSON report (--stats-json) is {\"sessions\": [report, ...]}; see README.md for its keys.";
+
+/// Bounds of `--max-control-message`: rtq's own largest message (a full NACK) fits in 1 KiB;
+/// the wire's length field stops at 64 KiB.
+const MIN_CONTROL_MESSAGE: usize = 1024;
+const MAX_CONTROL_MESSAGE: usize = crate::wire::control::MAX_BODY_LEN + 1;
 
 impl RecvArgs {
     /// The session configuration these flags select.
@@ -118,8 +135,19 @@ impl RecvArgs {
             },
             reassembly: ReassemblyLimits {
                 max_frame_bytes,
+                max_frames: self.max_partial_frames,
+                max_bytes: usize::try_from(self.max_partial_bytes).unwrap_or(usize::MAX),
                 ..Default::default()
             },
+            max_control_message: usize::try_from(self.max_control_message)
+                .ok()
+                .filter(|b| (MIN_CONTROL_MESSAGE..=MAX_CONTROL_MESSAGE).contains(b))
+                .ok_or_else(|| {
+                    format!(
+                        "--max-control-message {}: use 1KiB to 64KiB",
+                        self.max_control_message
+                    )
+                })?,
             nack: self.nack,
             parity: self.fec == RecvFec::Auto,
             ..Default::default()
@@ -279,6 +307,46 @@ mod tests {
         assert!(e.contains("--key"), "{e}");
         let a = RecvArgs::try_parse_from(["rtq-recv", "--jitter", "fixed:5s"]).unwrap();
         assert!(a.session_config().unwrap_err().contains("--max-delay"));
+    }
+
+    #[test]
+    fn memory_limits_reach_the_session_and_bad_ones_are_named() {
+        let a = RecvArgs::try_parse_from([
+            "rtq-recv",
+            "--max-partial-frames",
+            "32",
+            "--max-partial-bytes",
+            "2MiB",
+            "--max-frame-size",
+            "1MiB",
+            "--max-control-message",
+            "2KiB",
+        ])
+        .unwrap();
+        let c = a.session_config().unwrap();
+        assert_eq!(c.reassembly.max_frames, 32);
+        assert_eq!(c.reassembly.max_bytes, 2 << 20);
+        assert_eq!(c.reassembly.max_frame_bytes, 1 << 20);
+        assert_eq!(c.max_control_message, 2048);
+        let d = RecvArgs::try_parse_from(["rtq-recv"]).unwrap();
+        assert_eq!(d.session_config().unwrap(), ReceiverConfig::default());
+
+        let err = |args: &[&str]| {
+            let mut all = vec!["rtq-recv"];
+            all.extend_from_slice(args);
+            RecvArgs::try_parse_from(all)
+                .unwrap()
+                .session_config()
+                .unwrap_err()
+        };
+        let e = err(&["--max-partial-bytes", "1MiB"]);
+        assert!(e.contains("--max-partial-bytes"), "{e}");
+        let e = err(&["--max-partial-frames", "0"]);
+        assert!(e.contains("--max-partial-frames"), "{e}");
+        let e = err(&["--max-control-message", "100"]);
+        assert!(e.contains("1KiB to 64KiB"), "{e}");
+        let e = err(&["--max-control-message", "1MiB"]);
+        assert!(e.contains("--max-control-message"), "{e}");
     }
 
     #[test]

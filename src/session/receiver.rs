@@ -115,12 +115,12 @@ impl ReceiverConfig {
         }
         let r = &self.reassembly;
         if r.max_frames == 0 || r.max_bytes == 0 || r.max_frame_bytes == 0 {
-            return Err("reassembly limits must be at least 1".into());
+            return Err("reassembly limits must be at least 1 (rtq-recv: --max-partial-frames, --max-partial-bytes, --max-frame-size)".into());
         }
         let frame_fits = (r.max_frame_bytes as usize) <= r.max_bytes.min(j.max_bytes);
         if !frame_fits {
             return Err(format!(
-                "frame-size limit {} exceeds the reassembly or jitter-buffer memory bound ({})",
+                "frame-size limit {} exceeds the reassembly or jitter-buffer memory bound ({}): lower --max-frame-size or raise --max-partial-bytes",
                 crate::units::format_bytes(u64::from(r.max_frame_bytes)),
                 crate::units::format_bytes(r.max_bytes.min(j.max_bytes) as u64)
             ));
