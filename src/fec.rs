@@ -602,6 +602,11 @@ impl FecDecoder {
         self.bytes
     }
 
+    /// Frames and groups held.
+    pub fn entries(&self) -> usize {
+        self.frames.len() + self.groups.len()
+    }
+
     /// A fragment datagram arrived (already parsed: `h`). Returns the datagrams this restores.
     pub fn on_fragment(&mut self, h: &FragmentHeader, datagram: Bytes) -> Vec<Bytes> {
         if h.count > MAX_SOURCES {

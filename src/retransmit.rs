@@ -88,6 +88,11 @@ impl RetransmitStore {
         self.bytes
     }
 
+    /// Frames kept.
+    pub fn frames(&self) -> usize {
+        self.frames.len()
+    }
+
     /// Datagrams waiting to be sent again.
     pub fn pending(&self) -> usize {
         self.queue.len() + self.later.len()

@@ -567,3 +567,78 @@ fn the_sender_reconnects_to_a_restarted_receiver_and_the_stream_goes_on() {
     // The sender's report adds the first receiver's last report to the second's goodbye.
     assert!(num(s, "frames.played") > played_by_second, "{s:#}");
 }
+
+#[test]
+fn a_receiver_with_a_token_admits_only_senders_that_show_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "c2hhcmVkIHNlY3JldCBmb3IgcnRx\n").unwrap();
+    let other = dir.path().join("other");
+    std::fs::write(&other, "bm90IHRoZSBzYW1lIHNlY3JldCBhdCBhbGw=\n").unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "1234\n").unwrap();
+    let json = dir.path().join("rx.json");
+    let rx = start_receiver(&[
+        "--quiet",
+        "--token-file",
+        token.to_str().unwrap(),
+        "--stats-json",
+        json.to_str().unwrap(),
+    ]);
+    let send = |extra: &[&str]| {
+        send_bin()
+            .args([
+                "--connect",
+                &rx.addr,
+                "--cert-sha256",
+                &rx.fingerprint,
+                "--duration",
+                "1s",
+                "--quiet",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // Without the token, and with another one: refused, with the reason, and no reconnecting.
+    for (extra, why) in [
+        (vec![], "pass rtq-send --token-file"),
+        (vec!["--token-file", other.to_str().unwrap()], "wrong token"),
+    ] {
+        let out = send(&extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("refused") && err.contains(why), "{err}");
+    }
+    // With it: the stream goes through.
+    let out = send(&["--token-file", token.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // A token too short to be a secret is refused by either tool before anything starts.
+    let out = recv_bin()
+        .args(["--token-file", short.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("16 to 256 bytes"),
+        "{err}"
+    );
+
+    rx.proc.signal("INT");
+    let (status, err) = rx.proc.finish();
+    assert!(status.success(), "{err}");
+    let v = read_json(&json);
+    let ends: Vec<&str> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["end"].as_str().unwrap())
+        .collect();
+    assert_eq!(ends.len(), 3, "{ends:?}");
+    assert_eq!(
+        ends.iter().filter(|e| **e == "complete").count(),
+        1,
+        "{ends:?}"
+    );
+}

@@ -347,6 +347,8 @@ mod tests {
             lost: 30 - played,
             e2e_p50_us: p50,
             e2e_p99_us: p50.map(|v| v * 2),
+            held_bytes: 0,
+            held_entries: 0,
         };
         let entries = [
             e(0, 30, Some(40_000)),

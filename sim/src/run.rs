@@ -63,6 +63,11 @@ pub struct TimelineEntry {
     pub e2e_p50_us: Option<u64>,
     /// 99th percentile of the same.
     pub e2e_p99_us: Option<u64>,
+    /// The most memory both sessions held at once in the second: bytes of frames, datagrams
+    /// and messages buffered ([`rtq::session::Footprint`]).
+    pub held_bytes: u64,
+    /// The most entries of their maps and queues at once in the second.
+    pub held_entries: u64,
 }
 
 /// Both directions of the link.

@@ -38,6 +38,27 @@ pub fn size_arg(s: &str) -> Result<u64, String> {
     crate::units::parse_size(s)
 }
 
+/// Reads a `--token-file`: the shared secret senders show the receiver. Trailing line
+/// breaks and spaces are not part of it.
+pub fn token_file_arg(path: &str) -> Result<crate::wire::control::Token, String> {
+    use crate::wire::control::Token;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let secret = &bytes[..end];
+    if secret.len() < Token::MIN_LEN || secret.len() > Token::MAX_LEN {
+        return Err(format!(
+            "{path} holds {} bytes: a token is {} to {} bytes; make one with `head -c 32 /dev/urandom | base64 > {path}`",
+            secret.len(),
+            Token::MIN_LEN,
+            Token::MAX_LEN
+        ));
+    }
+    Token::new(secret.to_vec()).ok_or_else(|| format!("{path}: not a usable token"))
+}
+
 /// Transport flags shared by both binaries.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TransportArgs {

@@ -93,6 +93,10 @@ pub struct RecvArgs {
     /// skipped as its bytes arrive, never buffered, and counted (`control_errors.oversized`).
     #[arg(long, value_parser = size_arg, default_value = "4KiB", value_name = "BYTES")]
     pub max_control_message: u64,
+    /// Admit only senders that show the shared secret in this file (16 to 256 bytes; give
+    /// rtq-send the same file); others are refused with a reason.
+    #[arg(long, value_parser = super::token_file_arg, value_name = "PATH")]
+    pub token_file: Option<crate::wire::control::Token>,
     /// Transport settings.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -150,6 +154,7 @@ impl RecvArgs {
                 })?,
             nack: self.nack,
             parity: self.fec == RecvFec::Auto,
+            token: self.token_file.clone(),
             ..Default::default()
         };
         cfg.validate()?;

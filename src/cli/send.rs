@@ -117,6 +117,10 @@ pub struct SendArgs {
     /// Give up reconnecting after this long without a connection.
     #[arg(long, value_parser = duration_arg, default_value = "5m", value_name = "DURATION")]
     pub reconnect_timeout: Duration,
+    /// Show the receiver the shared secret in this file (16 to 256 bytes; a receiver started
+    /// with --token-file admits only senders that show its token).
+    #[arg(long, value_parser = super::token_file_arg, value_name = "PATH")]
+    pub token_file: Option<crate::wire::control::Token>,
     /// Transport settings.
     #[command(flatten)]
     pub transport: TransportArgs,
@@ -226,6 +230,7 @@ impl SendArgs {
             nack: self.nack,
             adapt,
             deadline: self.deadline,
+            token: self.token_file.clone(),
             ..Default::default()
         };
         cfg.validate()?;
@@ -288,7 +293,10 @@ fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             let ropts = RecvOptions {
                 listen: "127.0.0.1:0".parse()?,
                 transport,
-                session: ReceiverConfig::default(),
+                session: ReceiverConfig {
+                    token: args.token_file.clone(),
+                    ..Default::default()
+                },
                 clock: ClockChoice::Auto,
                 output: None,
                 once: true,

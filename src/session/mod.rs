@@ -23,6 +23,27 @@ pub use sender::{FrameRejected, Outgoing, SenderConfig, SenderSession, SenderSta
 
 use crate::wire::CloseCode;
 
+/// What a session holds in memory: the bytes of the frames, datagrams and messages it buffers,
+/// and the entries of its maps and queues. Every part is bounded by the session's
+/// configuration; a soak test asserts that neither grows over a long run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Footprint {
+    /// Bytes buffered.
+    pub bytes: usize,
+    /// Entries of its maps and queues.
+    pub entries: usize,
+}
+
+impl std::ops::Add for Footprint {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            bytes: self.bytes + o.bytes,
+            entries: self.entries + o.entries,
+        }
+    }
+}
+
 /// How frames travel from sender to receiver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum FrameTransport {
@@ -91,6 +112,11 @@ impl End {
             Self::Timeout => "timeout waiting for the peer's goodbye".into(),
             Self::Shutdown => "shutdown".into(),
             Self::ConnectionLost(why) => format!("connection lost: {why}"),
+            // The receiver's own decision (a sender without its token), not a fault.
+            Self::Protocol {
+                code: CloseCode::Refused,
+                reason,
+            } => format!("refused: {reason}"),
             Self::Protocol { reason, .. } => format!("protocol error: {reason}"),
         }
     }
@@ -171,6 +197,7 @@ mod tests {
             max_frame_bytes: 0,
             software: String::new(),
             no_parity: false,
+            token: None,
         })
     }
 

@@ -69,6 +69,9 @@ pub struct ReceiverConfig {
     /// A sender whose hello has not come this long after the connection is dropped (it would
     /// hold a session slot for nothing).
     pub hello_timeout: Duration,
+    /// Admit only senders whose hello shows this shared secret (`rtq-recv --token-file`); a
+    /// sender without it is refused with a reason.
+    pub token: Option<crate::wire::control::Token>,
 }
 
 impl Default for ReceiverConfig {
@@ -87,6 +90,7 @@ impl Default for ReceiverConfig {
             late_grace: Duration::from_millis(200),
             linger: Duration::from_millis(500),
             hello_timeout: Duration::from_secs(10),
+            token: None,
         }
     }
 }
@@ -326,6 +330,7 @@ impl ReceiverSession {
             max_frame_bytes: s.cfg.reassembly.max_frame_bytes,
             software: SOFTWARE.into(),
             no_parity: !s.cfg.parity,
+            token: None,
         };
         queue_control(&mut s.out, &ControlMessage::Hello(hello), true);
         s.timers.set(Timer::Ping, now);
@@ -388,6 +393,25 @@ impl ReceiverSession {
     /// play, in bytes.
     pub fn buffered_bytes(&self) -> usize {
         self.reassembler.partial_bytes() + self.jitter.bytes()
+    }
+
+    /// Everything the session holds: partial and complete frames, FEC datagrams, requests
+    /// outstanding, control bytes waiting (see [`Footprint`](super::Footprint)).
+    pub fn footprint(&self) -> super::Footprint {
+        let dgrams: usize = self.dgram_out.iter().map(Bytes::len).sum();
+        super::Footprint {
+            bytes: self.buffered_bytes()
+                + self.fec.bytes()
+                + self.decoder.buffered()
+                + self.out.len()
+                + dgrams,
+            entries: self.reassembler.partial_frames()
+                + self.jitter.len()
+                + self.fec.entries()
+                + self.asked.len()
+                + self.captures.len()
+                + self.dgram_out.len(),
+        }
     }
 
     /// Memory the FEC decoder holds: recent datagrams and parity, in bytes (bounded by
@@ -690,6 +714,17 @@ impl ReceiverSession {
                 return;
             }
             Handshake::Hello(h) => {
+                if let Some(t) = &self.cfg.token
+                    && !t.admits(h.token.as_ref())
+                {
+                    let why = match h.token {
+                        Some(_) => "wrong token: give rtq-send the --token-file this receiver uses",
+                        None => {
+                            "this receiver admits only senders with its token: pass rtq-send --token-file"
+                        }
+                    };
+                    return self.fail(now, CloseCode::Refused, why);
+                }
                 debug!(software = %h.software, "sender hello");
                 self.timers.stop(Timer::Idle);
                 self.clock.on_hello(h.clock_us, self.anchor.micros(now));
@@ -1899,6 +1934,48 @@ mod tests {
             None,
             "a finished session asks for no wake-up"
         );
+    }
+
+    #[test]
+    fn with_a_token_only_senders_showing_it_are_admitted() {
+        use crate::wire::control::Token;
+        let now = crate::test_instant();
+        let token = Token::new(b"a shared secret!".to_vec());
+        let cfg = ReceiverConfig {
+            token: token.clone(),
+            ..Default::default()
+        };
+        let hello = |token: Option<Token>| {
+            ControlMessage::Hello(Hello {
+                version: VERSION,
+                role: Role::Sender,
+                clock_us: 1,
+                max_frame_bytes: 1 << 20,
+                software: "test".into(),
+                no_parity: false,
+                token,
+            })
+            .to_bytes()
+        };
+        for (shown, refusal) in [
+            (None, Some("pass rtq-send --token-file")),
+            (
+                Token::new(b"a shared secreT!".to_vec()),
+                Some("wrong token"),
+            ),
+            (token, None),
+        ] {
+            let mut rx = ReceiverSession::new(cfg.clone(), ClockAnchor::new(now, 0), now);
+            rx.handle_control(now, &hello(shown));
+            match refusal {
+                Some(why) => assert!(
+                    matches!(rx.end(), Some(End::Protocol { code: CloseCode::Refused, reason }) if reason.contains(why)),
+                    "{:?}",
+                    rx.end()
+                ),
+                None => assert!(!rx.is_done() && rx.peer_hello().is_some()),
+            }
+        }
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub struct SenderConfig {
     pub max_control_message: usize,
     /// How long to wait for the receiver's goodbye after sending ours.
     pub close_timeout: Duration,
+    /// The shared secret to show the receiver in the hello (`rtq-send --token-file`).
+    pub token: Option<crate::wire::control::Token>,
 }
 
 impl Default for SenderConfig {
@@ -100,6 +102,7 @@ impl Default for SenderConfig {
             max_frame_bytes: 16 << 20,
             max_control_message: crate::wire::control::DEFAULT_MAX_MESSAGE,
             close_timeout: Duration::from_secs(5),
+            token: None,
         }
     }
 }
@@ -260,6 +263,9 @@ pub struct SenderSession {
     /// What the receivers of earlier connections last reported (their counters start over
     /// with each connection).
     earlier: Report,
+    /// The session's counts when the current connection began (zero for the first): the
+    /// goodbye tells the receiver of this connection about its stream only.
+    base: Goodbye,
 }
 
 impl SenderSession {
@@ -302,6 +308,7 @@ impl SenderSession {
             stats: SenderStats::default(),
             linked: true,
             earlier: Report::default(),
+            base: Goodbye::default(),
         };
         s.queue_hello(now);
         s
@@ -315,6 +322,7 @@ impl SenderSession {
             max_frame_bytes: self.cfg.max_frame_bytes,
             software: SOFTWARE.into(),
             no_parity: false,
+            token: self.cfg.token.clone(),
         };
         queue_control(&mut self.out, &ControlMessage::Hello(hello), true);
     }
@@ -372,6 +380,16 @@ impl SenderSession {
         self.linked = true;
         self.stats.reconnects += 1;
         self.next_seq = 0;
+        // Frames still queued go out on this connection: they count as sent on it.
+        let st = self.stats();
+        self.base = Goodbye {
+            frames_sent: st.frames_sent.saturating_sub(self.queue.len() as u64),
+            frames_dropped: st.dropped.total,
+            bytes_payload: st.bytes_payload,
+            bytes_compressed: st.bytes_compressed,
+            bytes_datagrams: st.bytes_datagrams,
+            ..Goodbye::default()
+        };
         self.decoder = ControlDecoder::new(self.cfg.max_control_message);
         self.out.clear();
         self.queue_hello(now);
@@ -417,6 +435,18 @@ impl SenderSession {
     /// The receiver's hello, once received.
     pub fn peer_hello(&self) -> Option<&Hello> {
         self.peer_hello.as_ref()
+    }
+
+    /// Everything the session holds: queued frames, datagrams kept for retransmission, parity
+    /// waiting, control bytes waiting (see [`Footprint`](super::Footprint)).
+    pub fn footprint(&self) -> super::Footprint {
+        super::Footprint {
+            bytes: self.queued_bytes + self.retx.bytes() + self.decoder.buffered() + self.out.len(),
+            entries: self.queue.len()
+                + self.retx.frames()
+                + self.retx.pending()
+                + self.fec.pending(),
+        }
     }
 
     /// Frames waiting in the send queue.
@@ -983,14 +1013,17 @@ impl SenderSession {
         if matches!(self.phase, Phase::Closing | Phase::Done) {
             return;
         }
+        // This connection's stream only: after a reconnection its receiver numbered frames
+        // from 0 and knows nothing of the connections before.
         let st = self.stats();
+        let b = &self.base;
         let g = Goodbye {
-            frames_sent: st.frames_sent,
-            frames_transmitted: st.frames_transmitted,
-            frames_dropped: st.dropped.total,
-            bytes_payload: st.bytes_payload,
-            bytes_compressed: st.bytes_compressed,
-            bytes_datagrams: st.bytes_datagrams,
+            frames_sent: st.frames_sent.saturating_sub(b.frames_sent),
+            frames_transmitted: self.next_seq,
+            frames_dropped: st.dropped.total.saturating_sub(b.frames_dropped),
+            bytes_payload: st.bytes_payload.saturating_sub(b.bytes_payload),
+            bytes_compressed: st.bytes_compressed.saturating_sub(b.bytes_compressed),
+            bytes_datagrams: st.bytes_datagrams.saturating_sub(b.bytes_datagrams),
             ..Goodbye::default()
         };
         queue_control(&mut self.out, &ControlMessage::Goodbye(g), true);
@@ -1169,6 +1202,7 @@ impl SenderSession {
                     .map_or(0.0, |r| fraction(r.fragments_missing, r.fragments_expected)),
                 retransmit_requests: st.retransmit.requests + st.nack_ignored,
                 retransmitted: st.retransmit.retransmitted,
+                retransmitted_bytes: st.retransmit.retransmitted_bytes,
                 refused: RefusedRequests {
                     ignored: st.nack_ignored,
                     ..st.retransmit.refused
@@ -1268,6 +1302,7 @@ mod tests {
             max_frame_bytes: 1 << 20,
             software: "test".into(),
             no_parity: false,
+            token: None,
         })
         .to_bytes()
     }
@@ -1545,7 +1580,16 @@ mod tests {
         // The report adds what the first receiver counted to the second's goodbye.
         s.handle_control(t2, &receiver_hello());
         s.finish(t2);
-        s.poll_control();
+        // The goodbye tells the new receiver about its own stream: the two frames that went
+        // out on this connection, not the three the session took in all.
+        let msgs = messages(s.poll_control().unwrap());
+        let Some(ControlMessage::Goodbye(ours)) = msgs.last() else {
+            panic!("a goodbye: {msgs:?}")
+        };
+        assert_eq!(ours.frames_transmitted, 2, "{ours:?}");
+        assert_eq!(ours.frames_sent, 2, "{ours:?}");
+        assert_eq!(ours.frames_dropped, 0, "{ours:?}");
+        assert_eq!(s.stats().frames_sent, 3);
         let bye = ControlMessage::Goodbye(Goodbye {
             frames_played: 2,
             ..Default::default()

@@ -116,6 +116,9 @@ pub struct RecoveryReport {
     /// Fragments sent again (sender) / that arrived after being asked for and were used
     /// (receiver).
     pub retransmitted: u64,
+    /// Bytes of the fragments sent again (sender).
+    #[serde(default)]
+    pub retransmitted_bytes: u64,
     /// Requests the sender refused, by reason: for frames never sent or fragments that do
     /// not exist (`invalid`), already past their deadline or forgotten (`expired`), over the
     /// retransmission budget or asked for too often (`throttled`), or with `--nack off`

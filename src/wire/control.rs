@@ -32,6 +32,7 @@ const P_CLOCK_US: u16 = 0x0001;
 const P_MAX_FRAME_BYTES: u16 = 0x0002;
 const P_SOFTWARE: u16 = 0x0003;
 const P_NO_PARITY: u16 = 0x0004;
+const P_TOKEN: u16 = 0x0005;
 const MAX_SOFTWARE_LEN: usize = 64;
 
 /// Which end of a session a peer is.
@@ -60,6 +61,45 @@ pub struct Hello {
     pub software: String,
     /// Receiver: send no FEC parity (`rtq-recv --fec off`).
     pub no_parity: bool,
+    /// Sender: the shared secret the receiver asks for (`--token-file`), if any.
+    pub token: Option<Token>,
+}
+
+/// A shared secret a sender shows the receiver in its hello (`--token-file` on both): it
+/// travels inside TLS, is compared in constant time, and is never printed (`Debug` hides it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Vec<u8>);
+
+impl Token {
+    /// Shortest token the command-line tools take (a guessable secret protects nothing).
+    pub const MIN_LEN: usize = 16;
+    /// Longest token the wire carries.
+    pub const MAX_LEN: usize = 256;
+
+    /// A token of 1 to [`MAX_LEN`](Self::MAX_LEN) bytes.
+    pub fn new(bytes: Vec<u8>) -> Option<Self> {
+        (1..=Self::MAX_LEN)
+            .contains(&bytes.len())
+            .then_some(Self(bytes))
+    }
+
+    /// The secret's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Whether `shown` is this token, in time that does not depend on where they differ.
+    pub fn admits(&self, shown: Option<&Token>) -> bool {
+        let Some(shown) = shown else { return false };
+        let (a, b) = (&self.0, &shown.0);
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({} bytes, hidden)", self.0.len())
+    }
 }
 
 /// Clock-sync request (NTP-style, `docs/PROTOCOL.md` §5).
@@ -367,6 +407,9 @@ impl ControlMessage {
                 if h.no_parity {
                     put_param(out, P_NO_PARITY, &[]);
                 }
+                if let Some(t) = &h.token {
+                    put_param(out, P_TOKEN, t.as_bytes());
+                }
             }
             Self::Ping(p) => {
                 out.extend_from_slice(&p.id.to_be_bytes());
@@ -467,6 +510,7 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ControlError> {
         max_frame_bytes: 0,
         software: String::new(),
         no_parity: false,
+        token: None,
     };
     if version != VERSION {
         // Everything after the version may mean other things in other versions: the version is
@@ -492,6 +536,7 @@ fn decode_hello(body: &[u8]) -> Result<Hello, ControlError> {
             P_SOFTWARE => return Err(bad()),
             P_NO_PARITY if value.is_empty() => hello.no_parity = true,
             P_NO_PARITY => return Err(bad()),
+            P_TOKEN => hello.token = Some(Token::new(value.to_vec()).ok_or_else(bad)?),
             _ => {}
         }
     }
@@ -628,6 +673,47 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_token_is_admitted_only_when_equal_and_never_printed() {
+        let t = Token::new(b"0123456789abcdef".to_vec()).unwrap();
+        assert!(t.admits(Some(&t.clone())));
+        assert!(!t.admits(None));
+        assert!(!t.admits(Token::new(b"0123456789abcdeF".to_vec()).as_ref()));
+        assert!(!t.admits(Token::new(b"0123456789abcde".to_vec()).as_ref()));
+        assert!(!t.admits(Token::new(b"0123456789abcdef0".to_vec()).as_ref()));
+        assert_eq!(Token::new(Vec::new()), None);
+        assert_eq!(Token::new(vec![1; Token::MAX_LEN + 1]), None);
+        let shown = format!(
+            "{:?}",
+            ControlMessage::Hello(Hello {
+                token: Some(t),
+                ..hello()
+            })
+        );
+        assert!(!shown.contains("0123"), "{shown}");
+        assert!(shown.contains("16 bytes, hidden"), "{shown}");
+        // On the wire: an empty or overlong token makes the hello malformed.
+        for len in [0usize, Token::MAX_LEN + 1] {
+            let mut body = vec![VERSION, 0];
+            body.extend_from_slice(&P_TOKEN.to_be_bytes());
+            body.extend_from_slice(&(len as u16).to_be_bytes());
+            body.extend(std::iter::repeat_n(7u8, len));
+            assert!(decode_hello(&body).is_err(), "{len}-byte token");
+        }
+    }
+
+    fn hello() -> Hello {
+        Hello {
+            version: VERSION,
+            role: Role::Sender,
+            clock_us: 1,
+            max_frame_bytes: 1,
+            software: String::new(),
+            no_parity: false,
+            token: None,
+        }
+    }
+
     fn samples() -> Vec<ControlMessage> {
         vec![
             ControlMessage::Hello(Hello {
@@ -637,6 +723,7 @@ mod tests {
                 max_frame_bytes: 8 << 20,
                 software: "rtq/0.1.0".into(),
                 no_parity: false,
+                token: None,
             }),
             ControlMessage::Hello(Hello {
                 version: VERSION,
@@ -645,6 +732,16 @@ mod tests {
                 max_frame_bytes: 1,
                 software: String::new(),
                 no_parity: true,
+                token: None,
+            }),
+            ControlMessage::Hello(Hello {
+                version: VERSION,
+                role: Role::Sender,
+                clock_us: 7,
+                max_frame_bytes: 1,
+                software: String::new(),
+                no_parity: false,
+                token: Token::new(b"sixteen bytes!!!".to_vec()),
             }),
             ControlMessage::Ping(Ping { id: 3, t1_us: 99 }),
             ControlMessage::Pong(Pong {
@@ -847,6 +944,7 @@ mod tests {
             max_frame_bytes: 2,
             software: "é".repeat(40), // 80 bytes
             no_parity: false,
+            token: None,
         };
         let bytes = ControlMessage::Hello(hello).to_bytes();
         let mut d = ControlDecoder::new(DEFAULT_MAX_MESSAGE);

@@ -33,7 +33,8 @@ use rtq::net::sender::{FIRST_BACKOFF, MAX_ATTEMPTS, Reconnect};
 use rtq::net::tls::{Trust, client_config};
 use rtq::net::transport::{queue_allowance, stream_loss_detection, transport_config};
 use rtq::session::{
-    End, FrameTransport, Outgoing, ReceiverConfig, ReceiverSession, SenderConfig, SenderSession,
+    End, Footprint, FrameTransport, Outgoing, ReceiverConfig, ReceiverSession, SenderConfig,
+    SenderSession,
 };
 use rtq::source::SyntheticSource;
 use rtq::stats::report::SessionReport;
@@ -367,7 +368,16 @@ struct Timeline {
     last: [u64; 4],
     /// The receiver's end-to-end histogram when the last second closed.
     last_e2e: rtq::stats::LatencyHistogram,
+    /// The most both sessions held at once in the second in progress.
+    peak: Footprint,
     entries: Vec<TimelineEntry>,
+}
+
+/// What the sender's and the receiver's sessions hold now.
+fn footprint((sender, receiver): (&SenderApp, &ReceiverApp)) -> Footprint {
+    let s = sender.session.as_ref().map(SenderSession::footprint);
+    let r = receiver.session.as_ref().map(ReceiverSession::footprint);
+    s.unwrap_or_default() + r.unwrap_or_default()
 }
 
 impl Timeline {
@@ -377,6 +387,7 @@ impl Timeline {
             seconds: 0,
             last: [0; 4],
             last_e2e: Default::default(),
+            peak: Footprint::default(),
             entries: Vec::new(),
         }
     }
@@ -387,6 +398,9 @@ impl Timeline {
         while self.epoch + Duration::from_secs(self.seconds + 1) <= now {
             self.close(world);
         }
+        let f = footprint(world);
+        self.peak.bytes = self.peak.bytes.max(f.bytes);
+        self.peak.entries = self.peak.entries.max(f.entries);
     }
 
     /// Closes the second in progress (the last, partial one at the end of a run).
@@ -410,7 +424,10 @@ impl Timeline {
             lost: d(3),
             e2e_p50_us: quantile(0.5),
             e2e_p99_us: quantile(0.99),
+            held_bytes: self.peak.bytes as u64,
+            held_entries: self.peak.entries as u64,
         });
+        self.peak = footprint((sender, receiver));
         self.last = counts;
         if let Some(h) = e2e {
             self.last_e2e = h;
@@ -622,6 +639,9 @@ impl World {
 /// connection the sender made).
 fn absorb(into: &mut SessionReport, earlier: &SessionReport) {
     let (f, e) = (&mut into.frames, &earlier.frames);
+    f.sent += e.sent;
+    f.transmitted += e.transmitted;
+    f.dropped_by_sender.total += e.dropped_by_sender.total;
     f.received += e.received;
     f.complete += e.complete;
     f.played += e.played;
