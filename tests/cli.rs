@@ -225,9 +225,16 @@ fn one_receiver_serves_several_senders_and_sigint_flushes_the_report() {
     // Each session wrote its own frames, every one it played: 1000, 1100 or 1200 bytes each.
     let mut frame_sizes: Vec<u64> = Vec::new();
     for (i, s) in sessions.iter().enumerate() {
+        // Loopback, but a loaded machine can make a frame or two late.
         let played = num(s, "frames.played");
-        assert!(played >= 99, "{s:#}");
-        let id = i + 1;
+        assert!(played >= 95, "{s:#}");
+        assert_eq!(
+            played + num(s, "frames.late") + num(s, "frames.lost"),
+            100,
+            "{s:#}"
+        );
+        let id = num(s, "id");
+        assert_eq!(id, i as u64 + 1, "sessions in order of connection");
         let path = dir.path().join(format!("s{id}.bin"));
         let len = std::fs::metadata(&path).unwrap().len();
         let size = [1000, 1100, 1200]

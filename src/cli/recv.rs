@@ -269,7 +269,19 @@ fn run(args: RecvArgs) -> anyhow::Result<ExitCode> {
 /// Writes `--stats-json` and `--hist-out` for the receiver's sessions.
 pub fn write_reports(args: &ReportArgs, outcomes: &[SessionOutcome]) -> anyhow::Result<()> {
     if let Some(path) = &args.stats_json {
-        let sessions: Vec<_> = outcomes.iter().map(|o| &o.report).collect();
+        // In order of connection, each with its number (`--output`'s `{id}`).
+        let mut sessions: Vec<(u64, serde_json::Value)> = outcomes
+            .iter()
+            .map(|o| {
+                let mut v = serde_json::to_value(&o.report)?;
+                if let Some(m) = v.as_object_mut() {
+                    m.insert("id".into(), o.id.into());
+                }
+                Ok((o.id, v))
+            })
+            .collect::<Result<_, serde_json::Error>>()?;
+        sessions.sort_by_key(|(id, _)| *id);
+        let sessions: Vec<_> = sessions.into_iter().map(|(_, v)| v).collect();
         super::write_json(path, &serde_json::json!({ "sessions": sessions }))?;
     }
     if let Some(prefix) = &args.hist_out {
