@@ -109,13 +109,50 @@ pub struct Receiver {
     fingerprint: Option<Fingerprint>,
 }
 
+/// The receiver's QUIC endpoint settings, made so that a receiver restarted with the same
+/// certificate recognises its predecessor's connections: the stateless-reset key and the key
+/// that marks connection IDs as ours are derived from the certificate's private key (one-way:
+/// they reveal nothing of it). The restarted receiver answers the old connection's packets
+/// with a reset its sender recognises, so the sender learns at once (and reconnects) instead
+/// of after its idle timeout. With a certificate made for the run both are new each run, as
+/// quinn's defaults.
+fn restart_aware(identity: &Identity) -> quinn::EndpointConfig {
+    let derive = |label: &[u8]| {
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, label);
+        ring::hmac::sign(&k, identity.key.secret_der())
+    };
+    let reset = derive(b"rtq/1 stateless reset key");
+    let cid = derive(b"rtq/1 connection ID key");
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&cid.as_ref()[..8]);
+    let cid_key = u64::from_be_bytes(cid_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_ref(),
+    )));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 impl Receiver {
     /// Binds the listening socket, presenting `identity`. Must be called inside a tokio
     /// runtime.
     pub fn bind(opts: RecvOptions, identity: Identity) -> Result<Self, RecvError> {
         let fingerprint = identity.fingerprint();
+        let endpoint_config = restart_aware(&identity);
         let server = Self::server_config(&opts, identity)?;
-        let endpoint = quinn::Endpoint::server(server, opts.listen).map_err(|source| {
+        let endpoint = std::net::UdpSocket::bind(opts.listen)
+            .and_then(|socket| {
+                quinn::Endpoint::new(
+                    endpoint_config,
+                    Some(server),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            })
+            .map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::AddrInUse => " (the port is in use: stop the other program or pick another port with --listen)",
                 std::io::ErrorKind::AddrNotAvailable => " (no interface has this address: use 0.0.0.0 or an address of this host)",
