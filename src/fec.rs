@@ -580,6 +580,8 @@ pub struct FecDecoder {
     bytes: usize,
     /// Newest frame number seen.
     top: u64,
+    /// Frames below this can no longer play ([`forget_before`](Self::forget_before)).
+    oldest: u64,
     stats: FecStats,
 }
 
@@ -605,6 +607,36 @@ impl FecDecoder {
     /// Frames and groups held.
     pub fn entries(&self) -> usize {
         self.frames.len() + self.groups.len()
+    }
+
+    /// Frames below `oldest` can no longer play (they played or were given up): forgets what
+    /// can no longer help restore a frame that can — groups that end below `oldest`, and
+    /// frames more than a group's span below it (a group covers at most
+    /// [`MAX_GROUP_FRAMES`] consecutive frames, so older ones are no group's source for a
+    /// frame still to play). Without it the decoder holds `max_frames` frames, seconds of
+    /// video; with it, about the playout delay's worth. Not counted as evictions.
+    pub fn forget_before(&mut self, oldest: u64) {
+        if oldest <= self.oldest {
+            return;
+        }
+        self.oldest = oldest;
+        let keep_from = oldest.saturating_sub(u64::from(MAX_GROUP_FRAMES) - 1);
+        while let Some((&seq, _)) = self.frames.first_key_value() {
+            if seq >= keep_from {
+                break;
+            }
+            if let Some((_, f)) = self.frames.pop_first() {
+                self.bytes -= f.shards.iter().flatten().map(Bytes::len).sum::<usize>();
+            }
+        }
+        while let Some((&(first, frames), _)) = self.groups.first_key_value() {
+            if first.saturating_add(u64::from(frames)) > oldest {
+                break;
+            }
+            if let Some((_, g)) = self.groups.pop_first() {
+                self.bytes -= g.parities.values().map(Bytes::len).sum::<usize>();
+            }
+        }
     }
 
     /// A fragment datagram arrived (already parsed: `h`). Returns the datagrams this restores.
@@ -635,7 +667,7 @@ impl FecDecoder {
             .first_seq
             .saturating_add(u64::from(h.frames))
             .saturating_sub(1);
-        if last.saturating_add(self.limits.max_frames as u64) < self.top {
+        if last.saturating_add(self.limits.max_frames as u64) < self.top || last < self.oldest {
             self.stats.parity_unneeded += 1;
             return Vec::new();
         }
@@ -681,7 +713,8 @@ impl FecDecoder {
     }
 
     fn store(&mut self, h: &FragmentHeader, datagram: Bytes) {
-        if h.seq.saturating_add(self.limits.max_frames as u64) < self.top {
+        let keep_from = self.oldest.saturating_sub(u64::from(MAX_GROUP_FRAMES) - 1);
+        if h.seq.saturating_add(self.limits.max_frames as u64) < self.top || h.seq < keep_from {
             return;
         }
         self.top = self.top.max(h.seq);
@@ -961,6 +994,44 @@ mod tests {
         feed_parity(&mut dec, &par[0]);
         feed_parity(&mut dec, &other[1]);
         assert_eq!(dec.stats().parity_inconsistent, 1);
+    }
+
+    #[test]
+    fn frames_that_can_no_longer_play_are_forgotten_but_a_group_still_to_play_decodes() {
+        let mut dec = FecDecoder::new(FecLimits::default());
+        // 100 frames of one fragment each arrive; their frames up to 79 have played.
+        let src: Vec<Bytes> = (0..100).flat_map(|seq| frame(seq, 1000, 1)).collect();
+        // A group over frames 76..=83 (spanning the playout point), frame 81 lost.
+        let par = encode(&src[76..84], 76, 8, 1).unwrap();
+        // And a group over 10..=13, long played, whose parity comes late.
+        let old = encode(&src[10..14], 10, 4, 1).unwrap();
+        for (seq, d) in src.iter().enumerate() {
+            if seq != 81 {
+                feed_fragment(&mut dec, d);
+            }
+        }
+        let before = dec.bytes();
+        assert_eq!(dec.frames.len(), 99);
+        dec.forget_before(80);
+        assert_eq!(
+            dec.frames.keys().next(),
+            Some(&65),
+            "a group's span below the oldest frame to play is kept"
+        );
+        assert!(dec.bytes() * 2 < before, "{} of {before}", dec.bytes());
+        assert_eq!(dec.stats().evicted, 0);
+        // Late parity of a group that cannot play is not kept; the spanning group decodes.
+        assert!(feed_parity(&mut dec, &old[0]).is_empty());
+        assert_eq!(dec.stats().parity_unneeded, 1);
+        assert!(dec.groups.is_empty());
+        assert_eq!(feed_parity(&mut dec, &par[0]), vec![src[81].clone()]);
+        // A retransmitted copy of a long-played frame is not stored.
+        let held = dec.bytes();
+        feed_fragment(&mut dec, &src[3]);
+        assert_eq!(dec.bytes(), held);
+        // The playout point never moves back.
+        dec.forget_before(20);
+        assert_eq!(dec.oldest, 80);
     }
 
     #[test]

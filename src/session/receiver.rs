@@ -887,6 +887,8 @@ impl ReceiverSession {
                     self.timers.set(Timer::Nack, now + NACK_SCAN);
                 }
                 Timer::Report => {
+                    // Now and then: the FEC decoder forgets what can no longer play.
+                    self.fec.forget_before(self.jitter.next_seq());
                     self.send_report();
                     self.timers
                         .set(Timer::Report, now + self.cfg.report_interval);
