@@ -9,7 +9,10 @@
 //!
 //! Rules:
 //! - frames are released strictly in sequence order, never out of it;
-//! - a frame that completes after its playout time is counted late and dropped;
+//! - a frame that completes after its playout time is counted late and dropped — except a
+//!   retransmitted one in adaptive mode while playout has not passed it (no later frame has
+//!   played) and within one more recovery round: then the target rises to play it, a stall
+//!   rather than a loss (counted `stretched`);
 //! - a missing frame is skipped (counted lost) when a later frame is due;
 //! - a frame that completes after it was skipped moves from lost to late.
 //!
@@ -172,6 +175,9 @@ pub struct JitterStats {
     pub overflow: u64,
     /// Frames dropped because their playout time was beyond the maximum delay.
     pub too_early: u64,
+    /// Frames that completed past their playout time before playout had passed them, and
+    /// played because the adaptive target rose for them (counted in `played` too).
+    pub stretched: u64,
 }
 
 #[derive(Debug)]
@@ -194,6 +200,8 @@ pub struct JitterBuffer {
     last_decay_us: u64,
     /// Time a lost fragment needs to be asked for and sent again (0: no retransmission).
     recovery_us: i64,
+    /// A late retransmitted frame may stretch the target ([`Self::set_stretch`]).
+    stretch_ok: bool,
     stats: JitterStats,
 }
 
@@ -260,6 +268,7 @@ impl JitterBuffer {
             samples: SlidingWindow::default(),
             last_decay_us: 0,
             recovery_us: 0,
+            stretch_ok: true,
             stats: JitterStats::default(),
         };
         jb.apply_fixed();
@@ -352,6 +361,10 @@ impl JitterBuffer {
         let outcome = if due > horizon {
             self.stats.too_early += 1;
             return Inserted::TooEarly;
+        } else if now_us > due && retransmitted && self.stretch(now_us, transit) {
+            // Playout had not passed it: the target rose to play it (see `stretch`).
+            self.stats.stretched += 1;
+            self.buffer(frame)
         } else if now_us > due {
             // Without room for the marker, playout will count the frame lost instead; the
             // totals still add up.
@@ -360,20 +373,54 @@ impl JitterBuffer {
                 self.slots.insert(seq, Slot::Late);
             }
             Inserted::Late
-        } else if self.slots.len() >= self.cfg.max_frames
-            || self.bytes + frame.data.len() > self.cfg.max_bytes
-        {
-            self.stats.overflow += 1;
-            Inserted::Overflow
         } else {
-            self.bytes += frame.data.len();
-            self.slots.insert(seq, Slot::Frame(frame));
-            Inserted::Buffered
+            self.buffer(frame)
         };
         if !retransmitted {
             self.add_sample(now_us, transit);
         }
         outcome
+    }
+
+    /// Holds `frame` if there is room.
+    fn buffer(&mut self, frame: ReadyFrame) -> Inserted {
+        if self.slots.len() >= self.cfg.max_frames
+            || self.bytes + frame.data.len() > self.cfg.max_bytes
+        {
+            self.stats.overflow += 1;
+            return Inserted::Overflow;
+        }
+        self.bytes += frame.data.len();
+        self.slots.insert(frame.seq, Slot::Frame(frame));
+        Inserted::Buffered
+    }
+
+    /// A frame completed `transit` after capture, past its playout time, but playout has not
+    /// passed it (every frame since the last one played is missing too, as in a burst of loss
+    /// that a retransmission repaired). In adaptive mode the target rises at once to play it
+    /// now — a stall instead of a loss — when the frame needed a retransmission, and at most
+    /// one more recovery round (the allowance) more than the target gave it. Returns whether it
+    /// rose.
+    fn stretch(&mut self, now_us: u64, transit: i64) -> bool {
+        if self.cfg.mode != JitterMode::Adaptive || !self.stretch_ok {
+            return false;
+        }
+        let Some(current) = self.target_raw else {
+            return false;
+        };
+        let want = self.clamp_raw(transit.saturating_add(micros(self.cfg.headroom)));
+        // At most one more recovery round: a frame that needed more (a delay spike on a
+        // congested path, not a lost fragment) would hold every later frame back as long.
+        if self.recovery_us == 0
+            || want < transit
+            || want <= current
+            || want > current.saturating_add(self.recovery_us)
+        {
+            return false;
+        }
+        self.target_raw = Some(want);
+        self.last_decay_us = now_us;
+        true
     }
 
     fn add_sample(&mut self, now_us: u64, transit: i64) {
@@ -430,6 +477,14 @@ impl JitterBuffer {
             );
             self.target_raw = Some(current.max(goal));
         }
+    }
+
+    /// Whether a retransmitted frame that completes past its playout time, before playout
+    /// passed it, may stretch the adaptive target (on by default; the receiver turns it off on
+    /// a path with a standing queue, where a late copy is a symptom of the queue, and waiting
+    /// for it would hold every later frame back behind it).
+    pub fn set_stretch(&mut self, on: bool) {
+        self.stretch_ok = on;
     }
 
     /// When a frame captured at `capture_us` would play if the target made room for a
@@ -651,7 +706,8 @@ mod tests {
         // p99 of 10..=15 ms is 15 ms; plus 2 ms headroom = 17 ms, approached from above.
         assert!((17_000..18_000).contains(&t), "target {t}");
         // A sustained step to 40 ms raises the target as soon as it reaches the percentile: the
-        // 99th of 300 samples moves on the 4th frame; the frames before it are late.
+        // 99th of 300 samples moves on the 4th frame; the frames before it are late (they came
+        // by themselves: a delay step, not a repaired loss, so the target does not stretch).
         let late_before = jb.stats().late;
         for seq in 600..604u64 {
             arrive(&mut jb, seq, 40);
@@ -666,6 +722,7 @@ mod tests {
             4,
             "the step costs the frames that reveal it"
         );
+        assert_eq!(jb.stats().stretched, 0);
         assert_eq!(arrive(&mut jb, 604, 40), Inserted::Buffered);
         // ...and it falls back smoothly once delays return.
         let mut last = jb.target_delay_us().unwrap();
@@ -676,6 +733,57 @@ mod tests {
             assert!(last - t < 5_000, "falls smoothly: {last} -> {t}");
             last = t;
         }
+    }
+
+    #[test]
+    fn a_burst_repaired_past_its_playout_time_plays_after_a_stall() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        for seq in 0..100u64 {
+            arrive(&mut jb, seq, 10);
+            while jb.poll(seq * 33 * MS + 10 * MS).is_some() {}
+        }
+        while jb.poll(99 * 33 * MS + 20 * MS).is_some() {}
+        // Losses seen: room for a 60 ms recovery round on top of the 95th percentile (10 ms).
+        jb.set_recovery_allowance(Some(Duration::from_millis(60)));
+        let target = jb.target_delay_us().unwrap();
+        assert!((72_000..80_000).contains(&target), "target {target}");
+        // Frames 100..=102 are lost in a burst; their copies come 120 ms after frame 100's
+        // capture, all at once, before frame 103 (10 ms) is due: playout has passed none of
+        // them, and one more recovery round covers the 120 ms.
+        let at = 100 * 33 * MS + 120 * MS;
+        let copy = |seq: u64| ReadyFrame {
+            retransmitted: true,
+            ..frame(seq, seq * 33 * MS, at)
+        };
+        for seq in 100..=102u64 {
+            assert_eq!(jb.insert(at, copy(seq)), Inserted::Buffered, "frame {seq}");
+        }
+        arrive(&mut jb, 103, 10);
+        let played: Vec<u64> = std::iter::from_fn(|| jb.poll(at + 200 * MS))
+            .map(|p| p.frame.seq)
+            .collect();
+        assert_eq!(played, vec![100, 101, 102, 103]);
+        let s = jb.stats();
+        assert_eq!((s.late, s.lost, s.stretched), (0, 0, 1));
+        assert!(jb.target_delay_us().unwrap() >= 120_000);
+        // A copy that needed more than one more round does not hold playout back that long.
+        let c = 110 * 33 * MS;
+        let spike = ReadyFrame {
+            retransmitted: true,
+            ..frame(110, c, c + 400 * MS)
+        };
+        assert_eq!(jb.insert(c + 400 * MS, spike), Inserted::Late);
+        assert_eq!(jb.stats().stretched, 1);
+        // A fixed playout delay does not move: the same frame is late there.
+        let mut jb = fixed(50);
+        jb.set_recovery_allowance(Some(Duration::from_millis(60)));
+        arrive(&mut jb, 0, 10);
+        let late = ReadyFrame {
+            retransmitted: true,
+            ..frame(1, 33 * MS, 153 * MS)
+        };
+        assert_eq!(jb.insert(153 * MS, late), Inserted::Late);
+        assert_eq!(jb.stats().stretched, 0);
     }
 
     #[test]

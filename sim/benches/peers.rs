@@ -17,6 +17,10 @@
 //!   latency of 120 ms and at the smallest latency of a ladder (below 120 ms when that
 //!   delivers ≥ 99.9 %, above it when it does not) that still does.
 //!
+//! rtq also runs with a fixed playout delay (`rtq-recv --jitter-buffer fixed:…`), from 140 ms
+//! down or up a ladder in the same way, so that both transports are compared at the smallest
+//! delay that delivers ≥ 99.9 %, as well as at their defaults.
+//!
 //! Conditions: `clean` (loopback), `loss2` (40 ms ± 10 ms one way, normal, 2 % random loss each
 //! way), `ge2` (40 ms, Gilbert–Elliott 2 % mean loss, mean burst 3). Per contender and
 //! condition: the ratio of datagrams delivered (a datagram that comes after the run's grace is
@@ -32,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use rtq::jitter::JitterMode;
 use rtq::net::Shutdown;
 use rtq::net::io::Stream;
 use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
@@ -53,6 +58,8 @@ const PROBE: u64 = u64::MAX;
 const TARGET: f64 = 0.999;
 /// srt-live-transmit's default latency, ms.
 const DEFAULT_LATENCY: u64 = 120;
+/// The fixed playout delay rtq's ladder starts from, ms.
+const RTQ_START_PLAYOUT: u64 = 140;
 
 const CONDITIONS: [(&str, &str); 3] = [
     ("clean", ""),
@@ -92,6 +99,7 @@ fn args() -> Args {
 }
 
 /// What one run delivered.
+#[derive(Clone)]
 struct Outcome {
     sent: u64,
     delivered: u64,
@@ -104,11 +112,16 @@ impl Outcome {
     }
 }
 
+/// One row of the JSON report (`{"rows": [...]}`).
 #[derive(serde::Serialize)]
 struct Row {
     condition: &'static str,
+    /// `rtq` or `srt`.
     contender: &'static str,
+    /// SRT's latency setting; null for rtq.
     srt_latency_ms: Option<u64>,
+    /// rtq's fixed playout delay (end-to-end); null for SRT and for rtq's adaptive playout.
+    rtq_playout_ms: Option<u64>,
     delivered: f64,
     p50_us: u64,
     p99_us: u64,
@@ -118,13 +131,14 @@ struct Row {
 fn row(
     condition: &'static str,
     contender: &'static str,
-    srt_latency_ms: Option<u64>,
+    (srt_latency_ms, rtq_playout_ms): (Option<u64>, Option<u64>),
     o: &Outcome,
 ) -> Row {
     Row {
         condition,
         contender,
         srt_latency_ms,
+        rtq_playout_ms,
         delivered: o.ratio(),
         p50_us: o.delay.quantile(0.5),
         p99_us: o.delay.quantile(0.99),
@@ -137,6 +151,7 @@ fn main() {
     // Run length, the wait for stragglers, and SRT latencies to try below and above its
     // default when looking for the smallest that delivers the target.
     type Ladder = &'static [u64];
+    // The same for rtq's fixed playout delay.
     let (run, grace, down, up): (Duration, Duration, Ladder, Ladder) = if args.smoke {
         (Duration::from_secs(2), Duration::from_secs(1), &[], &[])
     } else if args.quick {
@@ -154,6 +169,13 @@ fn main() {
             &[160, 200, 250, 300, 400, 500, 700, 1000, 1500],
         )
     };
+    let (rtq_down, rtq_up): (Ladder, Ladder) = if args.smoke {
+        (&[], &[])
+    } else if args.quick {
+        (&[120, 100], &[200, 300])
+    } else {
+        (&[120, 100, 80, 60, 40, 20], &[160, 200, 250, 300, 400])
+    };
     let srt = srt_available();
     if srt.is_none() {
         eprintln!(
@@ -167,9 +189,9 @@ fn main() {
     };
     let mut rows = Vec::new();
     for &(name, link) in conditions {
-        let o = run_rtq(link, run, grace);
+        let o = run_rtq(link, None, run, grace);
         eprintln!(
-            "{name:<6} rtq              delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
+            "{name:<6} rtq adaptive      delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
             o.ratio() * 100.0,
             o.delay.quantile(0.5),
             o.delay.quantile(0.99)
@@ -177,7 +199,22 @@ fn main() {
         if args.smoke {
             assert!(o.ratio() > 0.9, "rtq delivered {:.3}", o.ratio());
         }
-        rows.push(row(name, "rtq", None, &o));
+        rows.push(row(name, "rtq", (None, None), &o));
+        if !args.smoke {
+            let rtq_run = |ms: u64| {
+                let o = run_rtq(link, Some(ms), run, grace);
+                eprintln!(
+                    "{name:<6} rtq fixed {ms:>4}    delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
+                    o.ratio() * 100.0,
+                    o.delay.quantile(0.5),
+                    o.delay.quantile(0.99)
+                );
+                o
+            };
+            let first = rtq_run(RTQ_START_PLAYOUT);
+            let (l, o) = smallest(rtq_run, (RTQ_START_PLAYOUT, first), rtq_down, rtq_up);
+            rows.push(row(name, "rtq", (None, Some(l)), &o));
+        }
         let Some(bin) = &srt else { continue };
         let srt_run = |latency: u64| {
             let o = run_srt(bin, link, latency, run, grace);
@@ -189,30 +226,13 @@ fn main() {
             );
             o
         };
-        // The default first; then the smallest setting that reaches the target: down the
-        // ladder while the default does, up it while it does not.
+        // The default first; then the smallest setting that reaches the target.
         let default = srt_run(DEFAULT_LATENCY);
-        let mut smallest = None;
-        if default.ratio() >= TARGET {
-            for &l in down {
-                let o = srt_run(l);
-                if o.ratio() < TARGET {
-                    break;
-                }
-                smallest = Some((l, o));
-            }
-        } else {
-            for &l in up {
-                let o = srt_run(l);
-                if o.ratio() >= TARGET {
-                    smallest = Some((l, o));
-                    break;
-                }
-            }
-        }
-        rows.push(row(name, "srt", Some(DEFAULT_LATENCY), &default));
-        if let Some((l, o)) = smallest {
-            rows.push(row(name, "srt", Some(l), &o));
+        rows.push(row(name, "srt", (Some(DEFAULT_LATENCY), None), &default));
+        let (l, o) = smallest(srt_run, (DEFAULT_LATENCY, default.clone()), down, up);
+        // Not repeated when it is the default.
+        if l != DEFAULT_LATENCY {
+            rows.push(row(name, "srt", (Some(l), None), &o));
         }
     }
     print_table(&rows);
@@ -226,21 +246,55 @@ fn main() {
     }
 }
 
+/// The smallest setting of a ladder that delivers [`TARGET`], from `first` (a setting and its
+/// run): down the ladder while that reaches it, up it while it does not. Returns the setting
+/// and its run (the last one tried when none reaches it).
+fn smallest(
+    mut run: impl FnMut(u64) -> Outcome,
+    first: (u64, Outcome),
+    down: &[u64],
+    up: &[u64],
+) -> (u64, Outcome) {
+    let mut best = first;
+    if best.1.ratio() >= TARGET {
+        for &l in down {
+            let o = run(l);
+            if o.ratio() < TARGET {
+                break;
+            }
+            best = (l, o);
+        }
+    } else {
+        for &l in up {
+            let o = run(l);
+            let ok = o.ratio() >= TARGET;
+            best = (l, o);
+            if ok {
+                break;
+            }
+        }
+    }
+    best
+}
+
 fn print_table(rows: &[Row]) {
     println!(
         "\nUDP source → gateway → impaired link → gateway → UDP sink; {DATAGRAM}-byte datagrams at {RATE}/s"
     );
     println!(
-        "{:<6} {:<5} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "{:<6} {:<5} {:>10} {:>10} {:>9} {:>9} {:>9}",
         "cond", "who", "latency", "delivered", "p50 ms", "p99 ms", "max ms"
     );
     for r in rows {
         println!(
-            "{:<6} {:<5} {:>8} {:>9.3}% {:>9.1} {:>9.1} {:>9.1}",
+            "{:<6} {:<5} {:>10} {:>9.3}% {:>9.1} {:>9.1} {:>9.1}",
             r.condition,
             r.contender,
-            r.srt_latency_ms
-                .map_or_else(|| "-".into(), |l| format!("{l} ms")),
+            match (r.srt_latency_ms, r.rtq_playout_ms) {
+                (Some(l), _) => format!("{l} ms"),
+                (None, Some(p)) => format!("fixed {p}"),
+                (None, None) => "adaptive".into(),
+            },
             r.delivered * 100.0,
             r.p50_us as f64 / 1000.0,
             r.p99_us as f64 / 1000.0,
@@ -389,8 +443,13 @@ fn measure(
     }
 }
 
-/// rtq's gateways, in this process.
-fn run_rtq(link: &str, run: Duration, grace: Duration) -> Outcome {
+/// rtq's gateways, in this process; `fixed_ms`: a fixed playout delay instead of the adaptive
+/// one.
+fn run_rtq(link: &str, fixed_ms: Option<u64>, run: Duration, grace: Duration) -> Outcome {
+    let mut session = ReceiverConfig::default();
+    if let Some(ms) = fixed_ms {
+        session.jitter.mode = JitterMode::Fixed(Duration::from_millis(ms));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -412,7 +471,7 @@ fn run_rtq(link: &str, run: Duration, grace: Duration) -> Outcome {
             let ropts = RecvOptions {
                 listen: receiver_addr,
                 transport: TransportOptions::default(),
-                session: ReceiverConfig::default(),
+                session: session.clone(),
                 clock: ClockChoice::System,
                 output: Some(Stream::Udp(sink)),
                 once: true,
