@@ -415,6 +415,25 @@ impl Timeline {
             .map(|h| h.since(&self.last_e2e))
             .unwrap_or_default();
         let quantile = |q| (!window.is_empty()).then(|| window.quantile(q));
+        // A frame given up as lost that completes after all is counted late instead: the
+        // seconds before lose that frame again (from the latest on), so that every column
+        // adds up to the session's totals at any time.
+        for i in 1..4 {
+            let mut excess = self.last[i].saturating_sub(counts[i]);
+            for e in self.entries.iter_mut().rev() {
+                if excess == 0 {
+                    break;
+                }
+                let v = match i {
+                    1 => &mut e.played,
+                    2 => &mut e.late,
+                    _ => &mut e.lost,
+                };
+                let take = (*v).min(excess);
+                *v -= take;
+                excess -= take;
+            }
+        }
         let d = |i: usize| counts[i].saturating_sub(self.last[i]);
         self.entries.push(TimelineEntry {
             t_s: self.seconds,
