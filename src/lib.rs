@@ -31,6 +31,7 @@ pub mod rate;
 pub mod reassemble;
 pub mod retransmit;
 pub mod session;
+pub mod sorted;
 pub mod source;
 pub mod stats;
 pub mod timer;
