@@ -30,6 +30,7 @@ pub mod packetize;
 pub mod rate;
 pub mod reassemble;
 pub mod retransmit;
+pub mod seqmap;
 pub mod session;
 pub mod sorted;
 pub mod source;

@@ -7,7 +7,7 @@
 //! order of fragments on the wire is (frame, index), so a run of missing fragments can span
 //! frames.
 
-use std::collections::BTreeMap;
+use crate::seqmap::SeqMap;
 
 /// Frames noted at most before the oldest are resolved by force.
 pub const MAX_FRAMES: usize = 4096;
@@ -88,7 +88,7 @@ impl Arrived {
 #[derive(Debug, Default)]
 pub struct LossMeter {
     /// Frame number → which of its fragments arrived.
-    frames: BTreeMap<u64, Arrived>,
+    frames: SeqMap<u64, Arrived>,
     /// Bitmap words held in `frames`.
     words: usize,
     /// Every frame below this is resolved.
@@ -109,7 +109,7 @@ impl LossMeter {
         if seq < self.resolved || index >= count {
             return;
         }
-        let entry = self.frames.entry(seq).or_insert_with(|| {
+        let entry = self.frames.get_or_insert_with(seq, || {
             self.words += Arrived::words_for(count);
             Arrived::new(count)
         });
