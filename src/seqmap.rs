@@ -40,12 +40,24 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
         self.items.is_empty()
     }
 
-    /// Where `k` is (`Ok`) or would go (`Err`); a key above all others needs no search.
+    /// Where `k` is (`Ok`) or would go (`Err`); the greatest key, or one above it, needs no
+    /// search.
     fn find(&self, k: &K) -> Result<usize, usize> {
+        let n = self.items.len();
         match self.items.back() {
             None => Err(0),
-            Some((last, _)) if last < k => Err(self.items.len()),
+            Some((last, _)) if last < k => Err(n),
+            Some((last, _)) if last == k => Ok(n - 1),
             Some(_) => self.items.binary_search_by(|(x, _)| x.cmp(k)),
+        }
+    }
+
+    /// Puts `(k, v)` at `i`, where it belongs.
+    fn put(&mut self, i: usize, k: K, v: V) {
+        if i == self.items.len() {
+            self.items.push_back((k, v));
+        } else {
+            self.items.insert(i, (k, v));
         }
     }
 
@@ -74,7 +86,7 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
                 .get_mut(i)
                 .map(|slot| std::mem::replace(&mut slot.1, v)),
             Err(i) => {
-                self.items.insert(i, (k, v));
+                self.put(i, k, v);
                 None
             }
         }
@@ -85,7 +97,7 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
         let i = match self.find(&k) {
             Ok(i) => i,
             Err(i) => {
-                self.items.insert(i, (k, f()));
+                self.put(i, k, f());
                 i
             }
         };
