@@ -575,7 +575,7 @@ struct Group {
 #[derive(Debug, Default)]
 pub struct FecDecoder {
     limits: FecLimits,
-    frames: BTreeMap<u64, FrameShards>,
+    frames: crate::seqmap::SeqMap<u64, FrameShards>,
     groups: BTreeMap<(u64, u16), Group>,
     bytes: usize,
     /// Newest frame number seen.
@@ -718,7 +718,7 @@ impl FecDecoder {
             return;
         }
         self.top = self.top.max(h.seq);
-        let entry = self.frames.entry(h.seq).or_insert_with(|| FrameShards {
+        let entry = self.frames.get_or_insert_with(h.seq, || FrameShards {
             count: h.count,
             shards: vec![None; usize::from(h.count)],
         });

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::sorted::SortedBlocks;
 use crate::wire::datagram::FrameFlags;
 
 /// How the playout delay is chosen.
@@ -206,29 +207,26 @@ pub struct JitterBuffer {
 }
 
 /// Samples of the last `window` (at most `max` of them), with any percentile at hand: a
-/// time-ordered ring plus the same values kept sorted. Adding a sample costs two binary searches
-/// and two short memory moves; reading a percentile is an index — no periodic sort that would
-/// stall the receiver once in a while.
+/// time-ordered ring plus the same values kept sorted in blocks ([`SortedBlocks`]). Adding a
+/// sample and dropping the oldest each cost binary searches and a memory move within one
+/// block; reading a percentile walks the blocks' lengths — no periodic sort that would stall
+/// the receiver once in a while, and no move of the whole window per frame.
 #[derive(Debug, Default)]
 struct SlidingWindow {
     by_time: VecDeque<(u64, i64)>,
-    sorted: Vec<i64>,
+    sorted: SortedBlocks<i64>,
 }
 
 impl SlidingWindow {
     /// Adds `value` seen at `at`, then drops samples older than `horizon` or beyond `max`.
     fn push(&mut self, at: u64, value: i64, horizon: u64, max: usize) {
         self.by_time.push_back((at, value));
-        let pos = self.sorted.partition_point(|&x| x < value);
-        self.sorted.insert(pos, value);
+        self.sorted.insert(value);
         while self.by_time.len() > max || self.by_time.front().is_some_and(|&(t, _)| t < horizon) {
             let Some((_, old)) = self.by_time.pop_front() else {
                 break;
             };
-            let i = self.sorted.partition_point(|&x| x < old);
-            if self.sorted.get(i) == Some(&old) {
-                self.sorted.remove(i);
-            }
+            self.sorted.remove(&old);
         }
     }
 
@@ -239,7 +237,7 @@ impl SlidingWindow {
             return None;
         }
         let rank = ((p.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n) - 1;
-        self.sorted.get(rank).copied()
+        self.sorted.get(rank)
     }
 
     #[cfg(test)]

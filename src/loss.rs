@@ -7,7 +7,7 @@
 //! order of fragments on the wire is (frame, index), so a run of missing fragments can span
 //! frames.
 
-use std::collections::BTreeMap;
+use crate::seqmap::SeqMap;
 
 /// Frames noted at most before the oldest are resolved by force.
 pub const MAX_FRAMES: usize = 4096;
@@ -35,11 +35,60 @@ pub struct LossCounts {
     pub runs: u64,
 }
 
+/// Which fragments of one frame arrived: a bitmap whose first word is held inline, so that a
+/// frame of up to 64 fragments (nearly all of them) costs no allocation.
+#[derive(Debug)]
+struct Arrived {
+    count: u16,
+    first: u64,
+    /// Words for fragments 64 and up.
+    rest: Vec<u64>,
+}
+
+impl Arrived {
+    fn new(count: u16) -> Self {
+        Self {
+            count,
+            first: 0,
+            rest: vec![0; Self::words_for(count) - 1],
+        }
+    }
+
+    /// Bitmap words for `count` fragments (at least one).
+    fn words_for(count: u16) -> usize {
+        usize::from(count).div_ceil(64).max(1)
+    }
+
+    fn words(&self) -> usize {
+        1 + self.rest.len()
+    }
+
+    fn set(&mut self, index: u16) {
+        let bit = 1 << (index % 64);
+        match usize::from(index) / 64 {
+            0 => self.first |= bit,
+            w => {
+                if let Some(w) = self.rest.get_mut(w - 1) {
+                    *w |= bit;
+                }
+            }
+        }
+    }
+
+    fn has(&self, index: u16) -> bool {
+        let word = match usize::from(index) / 64 {
+            0 => Some(self.first),
+            w => self.rest.get(w - 1).copied(),
+        };
+        word.is_some_and(|w| w & (1 << (index % 64)) != 0)
+    }
+}
+
 /// See the module documentation.
 #[derive(Debug, Default)]
 pub struct LossMeter {
-    /// Frame number → (fragment count, arrived bitmap).
-    frames: BTreeMap<u64, (u16, Vec<u64>)>,
+    /// Frame number → which of its fragments arrived.
+    frames: SeqMap<u64, Arrived>,
     /// Bitmap words held in `frames`.
     words: usize,
     /// Every frame below this is resolved.
@@ -60,22 +109,19 @@ impl LossMeter {
         if seq < self.resolved || index >= count {
             return;
         }
-        let words = usize::from(count).div_ceil(64);
-        let entry = self.frames.entry(seq).or_insert_with(|| {
-            self.words += words;
-            (count, vec![0; words])
+        let entry = self.frames.get_or_insert_with(seq, || {
+            self.words += Arrived::words_for(count);
+            Arrived::new(count)
         });
-        if entry.0 != count {
+        if entry.count != count {
             // A re-cut: only the newer (finer) cut counts.
-            if count < entry.0 {
+            if count < entry.count {
                 return;
             }
-            self.words = self.words - entry.1.len() + words;
-            *entry = (count, vec![0; words]);
+            self.words = self.words - entry.words() + Arrived::words_for(count);
+            *entry = Arrived::new(count);
         }
-        if let Some(w) = entry.1.get_mut(usize::from(index) / 64) {
-            *w |= 1 << (index % 64);
-        }
+        entry.set(index);
         while self.frames.len() > MAX_FRAMES || self.words > MAX_WORDS {
             let Some((&oldest, _)) = self.frames.first_key_value() else {
                 break;
@@ -93,13 +139,10 @@ impl LossMeter {
         let start = self.resolved.max(end.saturating_sub(MAX_RESOLVE));
         for s in start..end {
             match self.frames.remove(&s) {
-                Some((count, bits)) => {
-                    self.words -= bits.len();
-                    for i in 0..count {
-                        let got = bits
-                            .get(usize::from(i) / 64)
-                            .is_some_and(|w| w & (1 << (i % 64)) != 0);
-                        self.note(got);
+                Some(arrived) => {
+                    self.words -= arrived.words();
+                    for i in 0..arrived.count {
+                        self.note(arrived.has(i));
                     }
                 }
                 None => self.note(false),
@@ -107,8 +150,8 @@ impl LossMeter {
         }
         // Anything noted below a skipped range goes uncounted.
         while self.frames.first_key_value().is_some_and(|(&s, _)| s < end) {
-            if let Some((_, (_, bits))) = self.frames.pop_first() {
-                self.words -= bits.len();
+            if let Some((_, arrived)) = self.frames.pop_first() {
+                self.words -= arrived.words();
             }
         }
         self.resolved = end;
@@ -158,6 +201,24 @@ mod tests {
     }
 
     #[test]
+    fn frames_of_more_than_64_fragments_are_counted_in_every_word() {
+        let mut m = LossMeter::default();
+        // 130 fragments (three bitmap words): all but 5, 64, 100 and 129 arrive.
+        for i in (0..130).filter(|i| ![5, 64, 100, 129].contains(i)) {
+            m.on_fragment(0, i, 130);
+        }
+        m.resolve_through(0);
+        assert_eq!(
+            m.counts(),
+            LossCounts {
+                expected: 130,
+                missing: 4,
+                runs: 4
+            }
+        );
+    }
+
+    #[test]
     fn frames_declaring_huge_fragment_counts_stay_within_the_word_bound() {
         let mut m = LossMeter::default();
         for seq in 0..1000 {
@@ -195,7 +256,7 @@ mod tests {
                 prop_assert!(c.runs <= c.missing);
                 prop_assert!(m.frames.len() <= MAX_FRAMES + 1);
                 prop_assert!(m.words <= MAX_WORDS);
-                prop_assert_eq!(m.words, m.frames.values().map(|(_, b)| b.len()).sum::<usize>());
+                prop_assert_eq!(m.words, m.frames.values().map(Arrived::words).sum::<usize>());
             }
         }
     }

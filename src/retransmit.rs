@@ -7,11 +7,12 @@
 //! a receiver cannot make the sender send more than 1.5× its stream, nor flood it with work.
 //! Refusals are counted by reason.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::seqmap::SeqMap;
 use crate::stats::report::RefusedRequests;
 use crate::wire::control::NackEntry;
 
@@ -52,7 +53,7 @@ struct Kept {
 /// See the module documentation.
 #[derive(Debug)]
 pub struct RetransmitStore {
-    frames: BTreeMap<u64, Kept>,
+    frames: SeqMap<u64, Kept>,
     bytes: usize,
     max_bytes: usize,
     budget: f64,
@@ -67,7 +68,7 @@ impl RetransmitStore {
     /// A store keeping at most `max_bytes` of datagrams.
     pub fn new(max_bytes: usize) -> Self {
         Self {
-            frames: BTreeMap::new(),
+            frames: SeqMap::new(),
             bytes: 0,
             max_bytes,
             budget: BUDGET_START,
@@ -121,7 +122,7 @@ impl RetransmitStore {
     /// sending again until `expires`.
     pub fn on_sent(&mut self, seq: u64, index: u16, count: u16, d: &Bytes, expires: Instant) {
         self.budget = (self.budget + BUDGET_SHARE * d.len() as f64).min(BUDGET_MAX);
-        let kept = self.frames.entry(seq).or_insert_with(|| Kept {
+        let kept = self.frames.get_or_insert_with(seq, || Kept {
             datagrams: vec![None; usize::from(count)],
             expires,
             resends: 0,

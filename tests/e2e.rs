@@ -60,6 +60,11 @@ fn video_session_between_two_processes() {
     let played = num(r, "frames.played");
     assert!(played * 100 >= sent * 99, "played {played} of {sent}");
     assert_eq!(
+        num(r, "quic.datagrams_unread"),
+        0,
+        "QUIC dropped none unread"
+    );
+    assert_eq!(
         num(r, "frames.played") + num(r, "frames.late") + num(r, "frames.lost"),
         num(r, "frames.transmitted")
     );

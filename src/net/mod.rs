@@ -264,6 +264,7 @@ pub fn quic_report_of(
         udp_rx_datagrams: s.udp_rx.datagrams,
         mtu: u64::from(s.path.current_mtu),
         max_datagram: max_datagram.unwrap_or(0) as u64,
+        datagrams_unread: 0,
     }
 }
 

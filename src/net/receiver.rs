@@ -14,7 +14,7 @@ use super::frames::{FrameReader, MAX_FRAME_STREAMS, StreamItem};
 use super::io::{Output, Refused, SessionOutput, Stream};
 use super::tls::{Fingerprint, Identity, server_config};
 use super::transport::{TransportOptions, transport_config};
-use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report};
+use super::{ControlPipe, STATUS_INTERVAL, Shutdown, explain, now, quic_report_of};
 use crate::clock::ClockMode;
 use crate::session::{End, ReceiverConfig, ReceiverSession};
 use crate::stats::Delays;
@@ -341,6 +341,8 @@ async fn serve(
     let mut armed = start + Duration::from_secs(3600);
     let sleep = tokio::time::sleep_until(armed.into());
     tokio::pin!(sleep);
+    // Datagrams read from QUIC: what it received beyond them, it dropped (or still holds).
+    let mut read = 0u64;
     loop {
         let t = now();
         session.handle_timeout(t);
@@ -421,7 +423,10 @@ async fn serve(
                 }
             }
             d = conn.read_datagram() => match d {
-                Ok(d) => session.handle_datagram(now(), d),
+                Ok(d) => {
+                    read += 1;
+                    session.handle_datagram(now(), d);
+                }
                 Err(e) => out.flush(session.connection_lost(now(), &explain(&e))).await,
             },
             item = frames.recv() => match item {
@@ -463,8 +468,10 @@ async fn serve(
     }
     let mut report = session.report(now());
     report.peer = peer.to_string();
-    report.quic = quic_report(&conn);
-    report.bytes.wire = conn.stats().udp_tx.bytes;
+    let quic = conn.stats();
+    report.quic = quic_report_of(&quic, conn.max_datagram_size());
+    report.quic.datagrams_unread = quic.frame_rx.datagram.saturating_sub(read);
+    report.bytes.wire = quic.udp_tx.bytes;
     report.frames.output_dropped = output_dropped;
     Some(SessionOutcome {
         id,

@@ -567,31 +567,57 @@ async fn drive(
         }
         // Hand QUIC no more than it can send within transport::QUEUE_BUDGET at its current rate (a window
         // per round trip): a datagram queued in QUIC cannot be dropped at its frame's deadline;
-        // one waiting in the session can.
-        let window = queue_allowance(conn.stats().path.cwnd, conn.rtt());
-        let buffered = |conn: &quinn::Connection| {
-            opts.transport
-                .datagram_send_buffer
-                .saturating_sub(conn.datagram_send_buffer_space())
-        };
+        // one waiting in the session can. QUIC's state is read only when there is something
+        // to hand it, each value once: every read takes the connection's lock, which its
+        // driver holds while it sends and receives.
+        let mut held_back = false;
         if let Some(w) = frames.as_mut() {
             while w.can_take()
                 && let Some(out) = session.poll_outgoing(t, crate::wire::stream::MAX_RECORD)
             {
                 w.push(&out);
             }
-        } else if pending.is_none() && buffered(conn) < window {
-            while let Some(out) = session.poll_outgoing(t, conn.max_datagram_size().unwrap_or(0)) {
+            held_back = session.has_datagram() && !w.can_take();
+        } else if pending.is_none() && session.has_datagram() {
+            let quic = conn.stats();
+            let window = queue_allowance(quic.path.cwnd, quic.path.rtt);
+            let mut room = SendRoom::read(conn, opts.transport.datagram_send_buffer);
+            // Read again only when QUIC refuses a datagram as too large.
+            let mut max_size = conn.max_datagram_size().unwrap_or(0);
+            while room.below(conn, window)
+                && let Some(out) = session.poll_outgoing(t, max_size)
+            {
+                let len = out.data.len();
+                if room.fits(len) {
+                    // Room for it in QUIC's buffer (which only the driver's sending changes
+                    // meanwhile, freeing room): `send_datagram` takes it without dropping an
+                    // older one, and costs no future.
+                    match conn.send_datagram(out.data.clone()) {
+                        Ok(()) => room.sent(len),
+                        Err(quinn::SendDatagramError::TooLarge) => {
+                            // The path's datagram size shrank since we asked: the session
+                            // re-cuts what is left of the frame at the new size.
+                            debug!("datagram too large after an MTU change");
+                            session.abandon(&out);
+                            max_size = conn.max_datagram_size().unwrap_or(0);
+                        }
+                        Err(e) => {
+                            debug!(%e, "send_datagram failed");
+                            session.abandon(&out);
+                            break;
+                        }
+                    }
+                    continue;
+                }
                 // Queue it without letting quinn drop an older one: `send_datagram_wait` takes
                 // it at once when there is room, and otherwise waits (polled below).
                 let mut send = Box::pin(conn.send_datagram_wait(out.data.clone()));
                 match std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
-                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Ok(())) => room.sent(len),
                     Poll::Ready(Err(quinn::SendDatagramError::TooLarge)) => {
-                        // The path's datagram size shrank since we asked: the session re-cuts
-                        // what is left of the frame at the new size.
                         debug!("datagram too large after an MTU change");
                         session.abandon(&out);
+                        max_size = conn.max_datagram_size().unwrap_or(0);
                     }
                     Poll::Ready(Err(e)) => {
                         debug!(%e, "send_datagram failed");
@@ -603,9 +629,13 @@ async fn drive(
                         break;
                     }
                 }
-                if buffered(conn) >= window {
-                    break;
-                }
+            }
+            held_back = pending.is_none() && session.has_datagram() && !room.below(conn, window);
+            if room.handed > 0 {
+                // Datagrams were handed over, waking the connection's driver into this worker's
+                // next slot: let it put them on the wire now, before the rest of this
+                // iteration (timers, status, the wait set up below).
+                tokio::task::yield_now().await;
             }
         }
         if opts.status && t >= status.next {
@@ -628,10 +658,6 @@ async fn drive(
         {
             wake = Some(wake.map_or(src.next_due(), |w| w.min(src.next_due())));
         }
-        let held_back = match frames.as_mut() {
-            Some(w) => session.has_datagram() && !w.can_take(),
-            None => pending.is_none() && session.has_datagram() && buffered(conn) >= window,
-        };
         if held_back {
             // Held back for the congestion window (or, with frame streams, for streams in
             // flight): QUIC signals no room until it is full, so look again shortly.
@@ -708,6 +734,62 @@ async fn drive(
         end.describe().as_bytes(),
     );
     Ended::Session
+}
+
+/// Room in QUIC's datagram send buffer, as the sender loop knows it without taking the
+/// connection's lock per datagram: read once, then reduced by what the loop hands over (QUIC's
+/// driver only frees room meanwhile, so the known room never exceeds the real one). Read again
+/// when the known figure would hold the sender back.
+struct SendRoom {
+    /// The buffer's size (`TransportOptions::datagram_send_buffer`).
+    size: usize,
+    /// Bytes free for one more datagram's payload, at least.
+    space: usize,
+    /// Whether `space` was just read from QUIC.
+    fresh: bool,
+    /// Datagrams handed over since it was made.
+    handed: usize,
+}
+
+/// QUIC's bookkeeping per queued datagram, over its payload, at most (quinn counts
+/// `size_of::<Datagram>()`, 32 bytes on 64-bit targets).
+const DATAGRAM_OVERHEAD: usize = 64;
+
+impl SendRoom {
+    fn read(conn: &quinn::Connection, size: usize) -> Self {
+        Self {
+            size,
+            space: conn.datagram_send_buffer_space(),
+            fresh: true,
+            handed: 0,
+        }
+    }
+
+    /// Whether a datagram of `len` bytes goes into the buffer without dropping another.
+    fn fits(&self, len: usize) -> bool {
+        len <= self.space
+    }
+
+    /// A datagram of `len` bytes was handed over.
+    fn sent(&mut self, len: usize) {
+        self.space = self.space.saturating_sub(len + DATAGRAM_OVERHEAD);
+        self.fresh = false;
+        self.handed += 1;
+    }
+
+    /// Whether QUIC holds less than `window` bytes (as the transport options count them:
+    /// the buffer's size less its free room). When the known figure says no, QUIC is asked
+    /// again, unless it was just asked.
+    fn below(&mut self, conn: &quinn::Connection, window: usize) -> bool {
+        if self.size.saturating_sub(self.space) < window {
+            return true;
+        }
+        if !self.fresh {
+            self.space = conn.datagram_send_buffer_space();
+            self.fresh = true;
+        }
+        self.size.saturating_sub(self.space) < window
+    }
 }
 
 /// Status line state.

@@ -264,7 +264,7 @@ pub struct ReceiverSession {
     /// Time between consecutive frames' captures, smoothed, µs.
     frame_interval_us: Option<u64>,
     /// Capture times of recently seen frames (to place a wholly missing frame in time).
-    captures: std::collections::BTreeMap<u64, u64>,
+    captures: crate::seqmap::SeqMap<u64, u64>,
     decompressor: Decompressor,
     jitter: JitterBuffer,
     clock: ClockSync,
@@ -1063,7 +1063,7 @@ impl ReceiverSession {
                 Some(_) => {}
             }
             // It plays no later than the next frame seen after it.
-            let Some((_, &capture)) = self.captures.range(seq..).next() else {
+            let Some((_, &capture)) = self.captures.first_from(&seq) else {
                 continue;
             };
             if self

@@ -402,6 +402,11 @@ pub struct QuicReport {
     pub mtu: u64,
     /// Largest datagram payload the connection allowed at the end, bytes.
     pub max_datagram: u64,
+    /// DATAGRAM frames QUIC received that the session never read (receiver, real-time
+    /// shell): dropped from QUIC's receive buffer because the session fell behind, or arrived
+    /// after it ended. QUIC drops them without telling; this counts them.
+    #[serde(default)]
+    pub datagrams_unread: u64,
 }
 
 #[cfg(test)]

@@ -130,6 +130,13 @@ pub fn summary(title: &str, r: &SessionReport) -> String {
             r.datagrams.dropped.total
         );
     }
+    if r.quic.datagrams_unread > 0 {
+        let _ = writeln!(
+            out,
+            "  dropped   {} datagrams in QUIC's receive buffer, never read: the receiver fell behind",
+            r.quic.datagrams_unread
+        );
+    }
     let by = if r.role == Role::Sender {
         " (as the receiver measured)"
     } else {
