@@ -1014,7 +1014,7 @@ mod tests {
         assert_eq!(dec.frames.len(), 99);
         dec.forget_before(80);
         assert_eq!(
-            dec.frames.keys().next(),
+            dec.frames.first_key_value().map(|(k, _)| k),
             Some(&65),
             "a group's span below the oldest frame to play is kept"
         );
