@@ -418,8 +418,8 @@ impl Timeline {
         // A frame given up as lost that completes after all is counted late instead: the
         // seconds before lose that frame again (from the latest on), so that every column
         // adds up to the session's totals at any time.
-        for i in 1..4 {
-            let mut excess = self.last[i].saturating_sub(counts[i]);
+        for (i, (&was, &now)) in self.last.iter().zip(&counts).enumerate().skip(1) {
+            let mut excess = was.saturating_sub(now);
             for e in self.entries.iter_mut().rev() {
                 if excess == 0 {
                     break;
