@@ -1116,7 +1116,8 @@ async fn send_goodput_quinn_stream(job: Job, ready: Ready) -> Sent {
     Sent { frames, start_us }
 }
 
-/// rtq's receiver session counting complete frames.
+/// rtq's receiver session counting complete frames, playing them out as they fall due (as
+/// the shell does: a jitter buffer that never plays fills up and costs more per frame).
 async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     use rtq::session::ReceiverSession;
     let server = quinn_server(ready);
@@ -1124,7 +1125,12 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     let mut rx = ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
     let mut last_us = clock_us();
     while let Ok(d) = conn.read_datagram().await {
-        rx.handle_datagram(now(), d);
+        let t = now();
+        rx.handle_datagram(t, d);
+        if rx.poll_timeout().is_some_and(|w| w <= t) {
+            rx.handle_timeout(t);
+        }
+        while rx.poll_frame(t).is_some() {}
         last_us = clock_us();
     }
     let st = rx.stats();
