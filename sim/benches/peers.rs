@@ -17,7 +17,7 @@
 //!   latency of 120 ms and at the smallest latency of a ladder (below 120 ms when that
 //!   delivers ≥ 99.9 %, above it when it does not) that still does.
 //!
-//! rtq also runs with a fixed playout delay (`rtq-recv --jitter-buffer fixed:…`), from 140 ms
+//! rtq also runs with a fixed playout delay (`rtq-recv --jitter fixed:…`), from 140 ms
 //! down or up a ladder in the same way, so that both transports are compared at the smallest
 //! delay that delivers ≥ 99.9 %, as well as at their defaults.
 //!
