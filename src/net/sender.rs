@@ -84,6 +84,36 @@ impl Default for Reconnect {
     }
 }
 
+impl Reconnect {
+    /// The wait after `backoff` before the attempt after next: doubling, up to `max_backoff`.
+    pub fn next_backoff(&self, backoff: Duration) -> Duration {
+        (backoff * 2).min(self.max_backoff.max(FIRST_BACKOFF))
+    }
+
+    /// Whether a connection that ended with `e` is worth a new one: the path or the receiver
+    /// failed (silence, a reset, a transport error), not the receiver's decision, and the
+    /// session has frames to send.
+    pub fn worth_it(&self, e: &quinn::ConnectionError, session: &SenderSession) -> bool {
+        self.enabled && !session.is_closing() && !session.is_done() && super::is_failure(e)
+    }
+}
+
+/// Why a session between connections stops dialling at `t`, if it does: the run's duration
+/// ended, or nothing is left to send. (The reconnect timeout is the caller's.)
+pub fn stop_dialling(
+    session: &SenderSession,
+    stop_at: Option<Instant>,
+    t: Instant,
+) -> Option<&'static str> {
+    if stop_at.is_some_and(|s| t >= s) {
+        Some("the run's duration ended before a new connection")
+    } else if !session.is_running() && session.queued_frames() == 0 {
+        Some("nothing left to send")
+    } else {
+        None
+    }
+}
+
 /// Connection attempts in flight at once while reconnecting.
 pub const MAX_ATTEMPTS: usize = 4;
 
@@ -293,11 +323,8 @@ async fn reconnect(
     loop {
         let t = now();
         run.pump_source(t);
-        if run.stop_at.is_some_and(|s| t >= s) {
-            return Err("the run's duration ended before a new connection".into());
-        }
-        if !run.session.is_running() && run.session.queued_frames() == 0 {
-            return Err("nothing left to send".into());
+        if let Some(why) = stop_dialling(&run.session, run.stop_at, t) {
+            return Err(why.into());
         }
         if t >= give_up_at {
             return Err(format!(
@@ -323,7 +350,7 @@ async fn reconnect(
                 Err(e) => last_error = e.to_string(),
             }
             next_attempt = t + backoff;
-            backoff = (backoff * 2).min(opts.reconnect.max_backoff.max(FIRST_BACKOFF));
+            backoff = opts.reconnect.next_backoff(backoff);
         }
         let mut wake = [
             Some(next_attempt),
@@ -402,7 +429,7 @@ impl Run {
     }
 
     fn pump_source(&mut self, t: Instant) {
-        pump_source(&mut self.session, &mut self.synthetic, self.stop_at, t);
+        pump_source(&mut self.session, &mut self.synthetic, self.stop_at, t, now);
     }
 
     fn wants_input(&self) -> bool {
@@ -414,12 +441,15 @@ impl Run {
     }
 }
 
-/// Hands the synthetic source's frames due by `t` to the session.
-fn pump_source(
+/// Hands the synthetic source's frames due by `t` to the session, each captured at
+/// `capture()` (the real-time shell reads the clock: making up a frame's bytes is not
+/// transport delay; the simulator gives its virtual `now`).
+pub fn pump_source(
     session: &mut SenderSession,
     synthetic: &mut Option<SyntheticSource>,
     stop_at: Option<Instant>,
     t: Instant,
+    capture: impl Fn() -> Instant,
 ) {
     let Some(src) = synthetic.as_mut() else {
         return;
@@ -429,8 +459,7 @@ fn pump_source(
     {
         match src.poll(t) {
             Some(mut f) => {
-                // Captured when handed to rtq: making up its bytes is not transport delay.
-                f.capture = now();
+                f.capture = capture();
                 let _ = session.push_frame(f.capture, f);
             }
             None => break,
@@ -468,16 +497,6 @@ fn on_input(
     }
 }
 
-/// Whether a lost connection is worth a new one: the path or the receiver failed (silence, a
-/// reset, a transport error), not the receiver's decision, and the session has frames to send.
-fn worth_reconnecting(
-    opts: &SendOptions,
-    e: &quinn::ConnectionError,
-    session: &SenderSession,
-) -> bool {
-    opts.reconnect.enabled && !session.is_closing() && !session.is_done() && super::is_failure(e)
-}
-
 async fn drive(
     opts: &SendOptions,
     conn: &quinn::Connection,
@@ -506,7 +525,7 @@ async fn drive(
         Ok((send, recv)) => Some(ControlPipe::spawn(send, recv, true)),
         Err(why) => {
             if let Some(e) = conn.close_reason()
-                && worth_reconnecting(opts, &e, session)
+                && opts.reconnect.worth_it(&e, session)
             {
                 return Ended::LinkLost(explain(&e));
             }
@@ -545,7 +564,7 @@ async fn drive(
             next_pacing_read = t + PACING_READ_EVERY;
             session.set_pacing_rate(conn.congestion_state().metrics().pacing_rate);
         }
-        pump_source(session, synthetic, stop_at, t);
+        pump_source(session, synthetic, stop_at, t, now);
         if session.is_running() && stop_at.is_some_and(|s| t >= s) {
             session.finish(t);
         }
@@ -703,7 +722,7 @@ async fn drive(
                 Err(_) => datagrams_open = false,
             },
             e = &mut closed => {
-                if worth_reconnecting(opts, &e, session) {
+                if opts.reconnect.worth_it(&e, session) {
                     // What QUIC still held for this connection is gone with it.
                     if let Some((_, out)) = pending.take() {
                         session.abandon(&out);

@@ -29,7 +29,7 @@ use quinn_proto::{
 use rtq::clock::ClockAnchor;
 use rtq::net::frames::{MAX_FRAME_STREAMS, frame_priority};
 use rtq::net::receiver::Receiver;
-use rtq::net::sender::{FIRST_BACKOFF, MAX_ATTEMPTS, Reconnect};
+use rtq::net::sender::{FIRST_BACKOFF, MAX_ATTEMPTS, Reconnect, pump_source, stop_dialling};
 use rtq::net::tls::{Trust, client_config};
 use rtq::net::transport::{queue_allowance, stream_loss_detection, transport_config};
 use rtq::session::{
@@ -181,24 +181,7 @@ impl Quic {
             if conn.poll_timeout().is_some_and(|t| t <= now) {
                 conn.handle_timeout(now);
             }
-            loop {
-                let mut busy = false;
-                while let Some(ev) = conn.poll_endpoint_events() {
-                    busy = true;
-                    if let Some(back) = self.endpoint.handle_event(*ch, ev) {
-                        conn.handle_event(back);
-                    }
-                }
-                self.buf.clear();
-                while let Some(t) = conn.poll_transmit(now, 1, &mut self.buf) {
-                    busy = true;
-                    push_transmit(out, now, &t, &self.buf);
-                    self.buf.clear();
-                }
-                if !busy {
-                    break;
-                }
-            }
+            exchange(&mut self.endpoint, *ch, conn, &mut self.buf, now, out);
             if won.is_none() && !conn.is_handshaking() && !conn.is_closed() {
                 won = Some(i);
             }
@@ -281,24 +264,7 @@ impl Quic {
             app.on_event(now, conn, ev);
         }
         app.step(now, conn);
-        loop {
-            let mut busy = false;
-            while let Some(ev) = conn.poll_endpoint_events() {
-                busy = true;
-                if let Some(back) = self.endpoint.handle_event(*ch, ev) {
-                    conn.handle_event(back);
-                }
-            }
-            self.buf.clear();
-            while let Some(t) = conn.poll_transmit(now, 1, &mut self.buf) {
-                busy = true;
-                push_transmit(out, now, &t, &self.buf);
-                self.buf.clear();
-            }
-            if !busy {
-                break;
-            }
-        }
+        exchange(&mut self.endpoint, *ch, conn, &mut self.buf, now, out);
         if conn.is_drained() {
             self.conn = None;
         }
@@ -320,6 +286,36 @@ impl Quic {
 }
 
 /// Hands a transmit's datagrams (one, or several of `segment_size`) to the link.
+/// Trades events between a connection and its endpoint and sends what the connection has into
+/// `out`, until neither has anything more.
+fn exchange(
+    endpoint: &mut Endpoint,
+    ch: ConnectionHandle,
+    conn: &mut quinn_proto::Connection,
+    buf: &mut Vec<u8>,
+    now: Instant,
+    out: &mut Path,
+) {
+    loop {
+        let mut busy = false;
+        while let Some(ev) = conn.poll_endpoint_events() {
+            busy = true;
+            if let Some(back) = endpoint.handle_event(ch, ev) {
+                conn.handle_event(back);
+            }
+        }
+        buf.clear();
+        while let Some(t) = conn.poll_transmit(now, 1, buf) {
+            busy = true;
+            push_transmit(out, now, &t, buf);
+            buf.clear();
+        }
+        if !busy {
+            break;
+        }
+    }
+}
+
 fn push_transmit(out: &mut Path, now: Instant, t: &Transmit, buf: &[u8]) {
     let data = &buf[..t.size.min(buf.len())];
     match t.segment_size {
@@ -558,7 +554,7 @@ impl World {
                 "localhost",
             ) {
                 Ok(c) => self.client.attempt(c, now + RECONNECT_ATTEMPT_TIMEOUT),
-                Err(e) => self.sender.attempt_failed(now, &e.to_string()),
+                Err(e) => self.sender.attempt_failed(&e.to_string()),
             }
         }
         self.client.drive_attempts(now, &mut self.forward);
@@ -968,18 +964,17 @@ impl SenderApp {
     /// Whether an attempt is due now; if so, the next one is scheduled (an attempt that has
     /// heard back is left to finish instead of being replaced).
     fn attempt_due(&mut self, now: Instant) -> bool {
-        let max = self.reconnect.max_backoff;
         match self.down.as_mut() {
             Some(d) if now >= d.next_attempt && self.report.is_none() => {
                 d.next_attempt = now + d.backoff;
-                d.backoff = (d.backoff * 2).min(max.max(FIRST_BACKOFF));
+                d.backoff = self.reconnect.next_backoff(d.backoff);
                 true
             }
             _ => false,
         }
     }
 
-    fn attempt_failed(&mut self, _now: Instant, why: &str) {
+    fn attempt_failed(&mut self, why: &str) {
         if let Some(d) = self.down.as_mut() {
             d.why = why.to_string();
         }
@@ -994,7 +989,7 @@ impl SenderApp {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        pump_source(session, &mut self.source, self.stop_at, now);
+        pump_source(session, &mut self.source, self.stop_at, now, || now);
         session.handle_timeout(now);
     }
 
@@ -1084,14 +1079,12 @@ impl SenderApp {
             Some(s) => {
                 if let Some(d) = &self.down {
                     // Dialling again: give up as rtq::net::sender::reconnect does.
-                    let why = if self.stop_at.is_some_and(|t| now >= t) {
-                        "the run's duration ended before a new connection".to_string()
-                    } else if !s.is_running() && s.queued_frames() == 0 {
-                        "nothing left to send".to_string()
-                    } else if now >= d.since + self.reconnect.give_up {
-                        "no new connection in time".to_string()
-                    } else {
-                        return;
+                    let why = match stop_dialling(s, self.stop_at, now) {
+                        Some(why) => why,
+                        None if now >= d.since + self.reconnect.give_up => {
+                            "no new connection in time"
+                        }
+                        None => return,
                     };
                     let why = format!("{}; {why}", d.why);
                     s.connection_lost(now, &why);
@@ -1146,14 +1139,10 @@ impl App for SenderApp {
             Event::ConnectionLost { reason } => match self.session.as_mut() {
                 Some(_) if self.down.is_some() => {
                     // An attempt failed; the next one comes at its time.
-                    self.attempt_failed(now, &explain(&reason));
+                    self.attempt_failed(&explain(&reason));
                 }
                 Some(s) => {
-                    if self.reconnect.enabled
-                        && !s.is_done()
-                        && !s.is_closing()
-                        && rtq::net::is_failure(&reason)
-                    {
+                    if self.reconnect.worth_it(&reason, s) {
                         self.link_lost(now, conn, explain(&reason));
                     } else if !s.is_done() {
                         s.connection_lost(now, &explain(&reason));
@@ -1212,7 +1201,7 @@ impl App for SenderApp {
         if session.target_rate_bps().is_some() {
             session.set_pacing_rate(conn.congestion_state().metrics().pacing_rate);
         }
-        pump_source(session, &mut self.source, self.stop_at, now);
+        pump_source(session, &mut self.source, self.stop_at, now, || now);
         if session.is_running() && self.stop_at.is_some_and(|s| now >= s) {
             session.finish(now);
         }
@@ -1299,31 +1288,6 @@ impl App for SenderApp {
             self.closed = true;
             let quic = quic_report(conn);
             self.finish_report(now, Some(quic));
-        }
-    }
-}
-
-/// Hands the source's frames due by `now` to the session (captured when handed over).
-fn pump_source(
-    session: &mut SenderSession,
-    source: &mut Option<SyntheticSource>,
-    stop_at: Option<Instant>,
-    now: Instant,
-) {
-    let Some(src) = source.as_mut() else {
-        return;
-    };
-    src.set_target_bitrate(session.target_rate_bps());
-    while session.is_running()
-        && src.next_due() <= now
-        && stop_at.is_none_or(|s| src.next_due() < s)
-    {
-        match src.poll(now) {
-            Some(mut f) => {
-                f.capture = now;
-                let _ = session.push_frame(now, f);
-            }
-            None => break,
         }
     }
 }
