@@ -525,22 +525,10 @@ fn the_sender_reconnects_to_a_restarted_receiver_and_the_stream_goes_on() {
             .args(["--stats-json", json.to_str().unwrap()])
             .stdout(std::process::Stdio::null());
         let mut p = Proc::spawn(cmd);
-        let line = p.wait_for("listening on");
-        (p, line)
+        let (addr, fingerprint) = wait_listening(&mut p);
+        (p, addr, fingerprint)
     };
-    let (mut rx1, line) = receiver("127.0.0.1:0", &dir.path().join("rx1.json"));
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap()
-        .to_string();
-    let fingerprint = line
-        .split("SHA-256 ")
-        .nth(1)
-        .and_then(|s| s.strip_suffix(')'))
-        .unwrap()
-        .to_string();
+    let (mut rx1, addr, fingerprint) = receiver("127.0.0.1:0", &dir.path().join("rx1.json"));
     let tx_json = dir.path().join("tx.json");
     let mut cmd = send_bin();
     cmd.args(["--connect", &addr, "--cert-sha256", &fingerprint])
@@ -556,7 +544,7 @@ fn the_sender_reconnects_to_a_restarted_receiver_and_the_stream_goes_on() {
     rx1.child.kill().unwrap();
     rx1.child.wait().unwrap();
     let rx2_json = dir.path().join("rx2.json");
-    let (mut rx2, _) = receiver(&addr, &rx2_json);
+    let (mut rx2, _, _) = receiver(&addr, &rx2_json);
     let lost = tx.wait_for("connection lost");
     assert!(lost.contains("reset the connection"), "{lost}");
     tx.wait_for("reconnected after");

@@ -33,6 +33,20 @@ fn capture_us() -> u64 {
     rtq::net::system_anchor().unix_us
 }
 
+/// The hostile peer's hello, in `role`.
+fn hello(role: Role) -> Vec<u8> {
+    ControlMessage::Hello(Hello {
+        version: VERSION,
+        role,
+        clock_us: capture_us(),
+        max_frame_bytes: 1 << 20,
+        software: "hostile".into(),
+        no_parity: false,
+        token: None,
+    })
+    .to_bytes()
+}
+
 fn fragment(h: FragmentHeader, body_len: usize) -> Bytes {
     let mut d = vec![0u8; HEADER_LEN + body_len];
     h.emit(&mut d).unwrap();
@@ -87,18 +101,7 @@ async fn hostile(addr: SocketAddr) -> SocketAddr {
         .unwrap();
     let local = endpoint.local_addr().unwrap();
     let (mut ctl, mut ctl_in) = conn.open_bi().await.unwrap();
-    let hello = Hello {
-        version: VERSION,
-        role: Role::Sender,
-        clock_us: capture_us(),
-        max_frame_bytes: 1 << 20,
-        software: "hostile".into(),
-        no_parity: false,
-        token: None,
-    };
-    ctl.write_all(&ControlMessage::Hello(hello).to_bytes())
-        .await
-        .unwrap();
+    ctl.write_all(&hello(Role::Sender)).await.unwrap();
 
     // Frame streams with broken framing: an empty record, a record over the size limit, and a
     // stream that ends inside a record. Each is given up and counted once.
@@ -273,18 +276,7 @@ async fn nack_flooder(endpoint: quinn::Endpoint) -> (u64, u64) {
     use rtq::wire::control::{MAX_NACK_ENTRIES, Nack, NackEntry};
     let conn = endpoint.accept().await.unwrap().await.unwrap();
     let (mut ctl, mut ctl_in) = conn.accept_bi().await.unwrap();
-    let hello = Hello {
-        version: VERSION,
-        role: Role::Receiver,
-        clock_us: capture_us(),
-        max_frame_bytes: 1 << 20,
-        software: "hostile".into(),
-        no_parity: false,
-        token: None,
-    };
-    ctl.write_all(&ControlMessage::Hello(hello).to_bytes())
-        .await
-        .unwrap();
+    ctl.write_all(&hello(Role::Receiver)).await.unwrap();
     let (mut got, mut asked, mut top) = (0u64, 0u64, 0u64);
     let mut dec = ControlDecoder::new(65_535);
     loop {

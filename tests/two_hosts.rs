@@ -17,7 +17,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{Proc, num, read_json};
+use common::{Proc, num, read_json, wait_listening};
 
 /// The namespaces and links of one run, removed on drop (deleting a namespace deletes its end
 /// of each veth pair, and with it the pair).
@@ -133,13 +133,7 @@ fn sender_and_receiver_in_two_namespaces_through_a_proxy_in_a_third() {
         .args(["--stats-json", rx_json.to_str().unwrap()])
         .stdout(Stdio::null());
     let mut rx = Proc::spawn(rx);
-    let line = rx.wait_for("SHA-256");
-    let fingerprint = line
-        .split("SHA-256 ")
-        .nth(1)
-        .and_then(|s| s.strip_suffix(')'))
-        .expect("fingerprint")
-        .to_string();
+    let (_, fingerprint) = wait_listening(&mut rx);
 
     let mut proxy = hosts.command(Hosts::PROXY, &sim);
     proxy

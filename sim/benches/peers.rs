@@ -112,6 +112,16 @@ impl Outcome {
     }
 }
 
+/// One run's progress line on stderr.
+fn progress(condition: &str, who: &str, o: &Outcome) {
+    eprintln!(
+        "{condition:<6} {who} delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
+        o.ratio() * 100.0,
+        o.delay.quantile(0.5),
+        o.delay.quantile(0.99)
+    );
+}
+
 /// One row of the JSON report (`{"rows": [...]}`).
 #[derive(serde::Serialize)]
 struct Row {
@@ -190,12 +200,7 @@ fn main() {
     let mut rows = Vec::new();
     for &(name, link) in conditions {
         let o = run_rtq(link, None, run, grace);
-        eprintln!(
-            "{name:<6} rtq adaptive      delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
-            o.ratio() * 100.0,
-            o.delay.quantile(0.5),
-            o.delay.quantile(0.99)
-        );
+        progress(name, "rtq adaptive     ", &o);
         if args.smoke {
             assert!(o.ratio() > 0.9, "rtq delivered {:.3}", o.ratio());
         }
@@ -203,12 +208,7 @@ fn main() {
         if !args.smoke {
             let rtq_run = |ms: u64| {
                 let o = run_rtq(link, Some(ms), run, grace);
-                eprintln!(
-                    "{name:<6} rtq fixed {ms:>4}    delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
-                    o.ratio() * 100.0,
-                    o.delay.quantile(0.5),
-                    o.delay.quantile(0.99)
-                );
+                progress(name, &format!("rtq fixed {ms:>4}   "), &o);
                 o
             };
             let first = rtq_run(RTQ_START_PLAYOUT);
@@ -218,12 +218,7 @@ fn main() {
         let Some(bin) = &srt else { continue };
         let srt_run = |latency: u64| {
             let o = run_srt(bin, link, latency, run, grace);
-            eprintln!(
-                "{name:<6} srt latency {latency:>4}  delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
-                o.ratio() * 100.0,
-                o.delay.quantile(0.5),
-                o.delay.quantile(0.99)
-            );
+            progress(name, &format!("srt latency {latency:>4} "), &o);
             o
         };
         // The default first; then the smallest setting that reaches the target.

@@ -42,7 +42,13 @@ pub fn size_arg(s: &str) -> Result<u64, String> {
 /// breaks and spaces are not part of it.
 pub fn token_file_arg(path: &str) -> Result<crate::wire::control::Token, String> {
     use crate::wire::control::Token;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    use std::io::Read;
+    // Read no more than a token and some trailing space could take: a wrong path (a device,
+    // a large file) is refused, not read to its end.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(Token::MAX_LEN as u64 + 1024).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {path}: {e}"))?;
     let end = bytes
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())

@@ -367,6 +367,35 @@ mod tests {
     }
 
     #[test]
+    fn token_files_are_trimmed_bounded_and_bad_ones_named() {
+        use super::super::token_file_arg;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let t = token_file_arg(&write("ok", b"0123456789abcdef\r\n")).unwrap();
+        assert_eq!(
+            t.as_bytes(),
+            b"0123456789abcdef",
+            "trailing line break dropped"
+        );
+        let e = token_file_arg(&write("short", b"1234\n")).unwrap_err();
+        assert!(
+            e.contains("16 to 256 bytes") && e.contains("urandom"),
+            "{e}"
+        );
+        let e = token_file_arg(&write("long", &[b'x'; 300])).unwrap_err();
+        assert!(e.contains("300 bytes"), "{e}");
+        // A file far larger than any token is read only as far as the bound.
+        let e = token_file_arg(&write("huge", &vec![b'x'; 1 << 20])).unwrap_err();
+        assert!(e.contains("1280 bytes"), "{e}");
+        let e = token_file_arg(dir.path().join("missing").to_str().unwrap()).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
     fn default_names_include_a_specific_listen_address() {
         let a = RecvArgs::try_parse_from(["rtq-recv", "--listen", "10.1.2.3:4433"]).unwrap();
         assert!(a.names().contains(&"10.1.2.3".to_string()));

@@ -129,6 +129,17 @@ pub fn start_receiver(args: &[&str]) -> Recv {
         .args(args)
         .stdout(Stdio::null());
     let mut proc = Proc::spawn(cmd);
+    let (addr, fingerprint) = wait_listening(&mut proc);
+    Recv {
+        proc,
+        addr,
+        fingerprint,
+    }
+}
+
+/// Waits for rtq-recv's `listening on ADDR (… SHA-256 FP)` line; returns the address and the
+/// certificate fingerprint.
+pub fn wait_listening(proc: &mut Proc) -> (String, String) {
     let line = proc.wait_for("listening on");
     let addr = line
         .split("listening on ")
@@ -142,11 +153,7 @@ pub fn start_receiver(args: &[&str]) -> Recv {
         .and_then(|s| s.strip_suffix(')'))
         .expect("fingerprint")
         .to_string();
-    Recv {
-        proc,
-        addr,
-        fingerprint,
-    }
+    (addr, fingerprint)
 }
 
 /// Reads a JSON file.
