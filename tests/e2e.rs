@@ -312,7 +312,17 @@ fn udp_gateway_carries_each_datagram_as_a_frame() {
     sink.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
     let sink_addr = format!("udp://{}", sink.local_addr().unwrap());
-    let rx = start_receiver(&["--once", "--quiet", "--output", &sink_addr]);
+    // A fixed playout delay: this checks the gateway (one datagram a frame, in order, none
+    // missing), not the adaptive playout, which on loopback now and then lets one early
+    // frame come late (a known issue of the leaner recovery room, tracked in issue 6).
+    let rx = start_receiver(&[
+        "--once",
+        "--quiet",
+        "--jitter",
+        "fixed:100ms",
+        "--output",
+        &sink_addr,
+    ]);
     // A port for the sender's input: free now, bound by the sender below.
     let input = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -341,10 +351,11 @@ fn udp_gateway_carries_each_datagram_as_a_frame() {
     let sink = std::thread::spawn(move || {
         let mut buf = vec![0u8; 65_536];
         let mut got = Vec::new();
+        // Until all came, or none for the read timeout (the check below says what was missed).
         while got.len() < N as usize {
-            let (n, _) = sink
-                .recv_from(&mut buf)
-                .expect("the receiver forwards every datagram");
+            let Ok((n, _)) = sink.recv_from(&mut buf) else {
+                break;
+            };
             got.push(buf[..n].to_vec());
         }
         got
@@ -357,17 +368,22 @@ fn udp_gateway_carries_each_datagram_as_a_frame() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let got = sink.join().unwrap();
+    tx.signal("INT");
+    let (status, tx_err) = tx.finish();
+    assert!(status.success(), "{tx_err}");
+    let (status, rx_err) = rx.proc.finish();
+    assert!(status.success(), "{rx_err}");
+    assert_eq!(
+        got.len(),
+        N as usize,
+        "the receiver forwards every datagram\nrtq-send:\n{tx_err}\nrtq-recv:\n{rx_err}"
+    );
     for (i, d) in got.iter().enumerate() {
         assert!(
             *d == datagram(i as u32),
             "datagram {i} differs or is out of order"
         );
     }
-    tx.signal("INT");
-    let (status, err) = tx.finish();
-    assert!(status.success(), "{err}");
     let t = read_json(&tx_json);
     assert_eq!(num(&t, "frames.sent"), u64::from(N));
-    let (status, err) = rx.proc.finish();
-    assert!(status.success(), "{err}");
 }
