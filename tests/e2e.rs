@@ -15,9 +15,14 @@ fn video_session_between_two_processes() {
     let rx_json = dir.path().join("rx.json");
     let tx_json = dir.path().join("tx.json");
     let hist = dir.path().join("h");
+    // A fixed playout delay: the adaptive one now and then lets a keyframe come late on
+    // loopback in the first seconds (an open item of issue 6), and this test is about the two
+    // processes, their reports and histograms.
     let rx = start_receiver(&[
         "--once",
         "--quiet",
+        "--jitter",
+        "fixed:200ms",
         "--stats-json",
         rx_json.to_str().unwrap(),
         "--hist-out",
