@@ -53,7 +53,7 @@ use rtq::compress::CompressLevel;
 use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use rtq::net::sender::{SendOptions, SourceSpec};
 use rtq::net::tls::{Fingerprint, Identity, Trust, client_config, server_config};
-use rtq::net::transport::{TransportOptions, transport_config};
+use rtq::net::transport::{SOCKET_BUFFER, TransportOptions, bind_udp, transport_config};
 use rtq::net::{Shutdown, now};
 use rtq::session::{ReceiverConfig, SenderConfig};
 use rtq::source::{SourceKind, SyntheticSource};
@@ -776,6 +776,21 @@ async fn send_rtq_core(job: Job, ready: Ready) -> Sent {
     Sent { frames, start_us }
 }
 
+/// A loopback UDP socket with the kernel buffers rtq's shells ask for, so that every
+/// contender has the same room for bursts.
+fn udp() -> std::net::UdpSocket {
+    bind_udp("127.0.0.1:0".parse().unwrap(), SOCKET_BUFFER)
+        .unwrap()
+        .0
+}
+
+/// [`udp`] for the raw-UDP contender.
+fn tokio_udp() -> tokio::net::UdpSocket {
+    let socket = udp();
+    socket.set_nonblocking(true).unwrap();
+    tokio::net::UdpSocket::from_std(socket).unwrap()
+}
+
 /// A quinn server endpoint with a fresh self-signed certificate, announced through `ready`.
 fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
     let g = Identity::self_signed(&["localhost".into()]).unwrap();
@@ -785,7 +800,13 @@ fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
     let mut transport = transport_config(&TransportOptions::default());
     transport.max_concurrent_uni_streams(1u32.into());
     server_cfg.transport_config(Arc::new(transport));
-    let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = quinn::Endpoint::new(
+        Default::default(),
+        Some(server_cfg),
+        udp(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
     ready
         .send(Ready {
             addr: server.local_addr().unwrap(),
@@ -799,7 +820,13 @@ fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
 async fn connect(ready: Ready) -> (quinn::Endpoint, quinn::Connection) {
     let mut cfg = client_config(Trust::Pin(ready.fingerprint.unwrap())).unwrap();
     cfg.transport_config(Arc::new(transport_config(&TransportOptions::default())));
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = quinn::Endpoint::new(
+        Default::default(),
+        None,
+        udp(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap();
     let conn = client
         .connect_with(cfg, ready.addr, "localhost")
         .unwrap()
@@ -910,7 +937,7 @@ async fn recv_until_idle(
 const RAW_PIECE: usize = 1200 - HEADER;
 
 async fn serve_raw_udp(job: Job, ready: oneshot::Sender<Ready>) -> Measured {
-    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rx = tokio_udp();
     ready
         .send(Ready {
             addr: rx.local_addr().unwrap(),
@@ -934,7 +961,7 @@ async fn serve_raw_udp(job: Job, ready: oneshot::Sender<Ready>) -> Measured {
 }
 
 async fn send_raw_udp(job: Job, ready: Ready) -> Sent {
-    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tx = tokio_udp();
     let period = Duration::from_secs_f64(1.0 / job.case.fps());
     let count = job.case.frame_size().div_ceil(RAW_PIECE) as u32;
     let start = now();
@@ -1029,7 +1056,7 @@ impl Tally {
 /// Raw UDP as fast as `send_to` takes datagrams: the kernel drops what the receiver's socket
 /// does not hold (counted).
 async fn serve_goodput_raw_udp(ready: oneshot::Sender<Ready>) -> Measured {
-    let rx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rx = tokio_udp();
     ready
         .send(Ready {
             addr: rx.local_addr().unwrap(),
@@ -1046,7 +1073,7 @@ async fn serve_goodput_raw_udp(ready: oneshot::Sender<Ready>) -> Measured {
 }
 
 async fn send_goodput_raw_udp(job: Job, ready: Ready) -> Sent {
-    let tx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tx = tokio_udp();
     let payload = vec![0x5au8; GOODPUT_FRAME];
     let start = now();
     let start_us = clock_us();

@@ -74,6 +74,10 @@ pub struct TransportArgs {
     /// Close the connection after this long without hearing from the peer.
     #[arg(long, value_parser = duration_arg, default_value = "10s", value_name = "DURATION")]
     pub idle_timeout: Duration,
+    /// UDP socket receive and send buffer to ask the kernel for (64KiB to 256MiB). A warning
+    /// says when the system grants less (Linux: raise net.core.rmem_max).
+    #[arg(long, value_parser = size_arg, default_value = "4MiB", value_name = "SIZE")]
+    pub socket_buffer: u64,
 }
 
 impl TransportArgs {
@@ -84,9 +88,16 @@ impl TransportArgs {
                 "--idle-timeout below 100ms would close healthy connections: use e.g. 10s".into(),
             );
         }
+        if !(64 << 10..=256 << 20).contains(&self.socket_buffer) {
+            return Err(format!(
+                "--socket-buffer {} is outside 64KiB to 256MiB: use e.g. 4MiB",
+                self.socket_buffer
+            ));
+        }
         Ok(TransportOptions {
             congestion: self.congestion,
             idle_timeout: self.idle_timeout,
+            socket_buffer: self.socket_buffer as usize,
             ..Default::default()
         })
     }

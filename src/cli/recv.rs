@@ -367,6 +367,22 @@ mod tests {
     }
 
     #[test]
+    fn socket_buffer_reaches_the_transport_and_bad_sizes_are_named() {
+        let a = RecvArgs::try_parse_from(["rtq-recv", "--socket-buffer", "8MiB"]).unwrap();
+        assert_eq!(a.transport.options().unwrap().socket_buffer, 8 << 20);
+        let d = RecvArgs::try_parse_from(["rtq-recv"]).unwrap();
+        assert_eq!(
+            d.transport.options().unwrap(),
+            crate::net::transport::TransportOptions::default()
+        );
+        for bad in ["1KiB", "1GiB"] {
+            let a = RecvArgs::try_parse_from(["rtq-recv", "--socket-buffer", bad]).unwrap();
+            let e = a.transport.options().unwrap_err();
+            assert!(e.contains("--socket-buffer") && e.contains("4MiB"), "{e}");
+        }
+    }
+
+    #[test]
     fn token_files_are_trimmed_bounded_and_bad_ones_named() {
         use super::super::token_file_arg;
         let dir = tempfile::tempdir().unwrap();

@@ -143,8 +143,8 @@ impl Receiver {
         let fingerprint = identity.fingerprint();
         let endpoint_config = restart_aware(&identity);
         let server = Self::server_config(&opts, identity)?;
-        let endpoint = std::net::UdpSocket::bind(opts.listen)
-            .and_then(|socket| {
+        let endpoint = super::transport::bind_udp(opts.listen, opts.transport.socket_buffer)
+            .and_then(|(socket, _)| {
                 quinn::Endpoint::new(
                     endpoint_config,
                     Some(server),

@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | datagram send buffer | 64 KiB | 1 MiB | Frames waiting for the congestion controller wait in rtq's own queue, where deadlines drop them, not in QUIC's, where they would leave late. 64 KiB still holds a 4K keyframe burst. |
 //! | datagram receive buffer | 4 MiB | 1.25 MiB | The receiver reads at once; the buffer only has to outlast a scheduling hiccup. |
+//! | UDP socket buffers (SO_RCVBUF, SO_SNDBUF) | 4 MiB asked (`--socket-buffer`) | the system's (208 KiB on Linux) | A burst that arrives while the receiving task is descheduled waits in the kernel instead of being dropped there, unseen by QUIC; [`bind_udp`] warns when the system grants less. |
 //! | initial RTT | 100 ms | 333 ms | Loss detection before the first RTT sample reacts three times sooner. |
 //! | keep-alive | 1 s | off | Keeps NAT bindings warm and notices a dead path within the idle timeout. |
 //! | idle timeout | 10 s | 30 s | A dead peer is given up sooner; `--idle-timeout` changes it. |
@@ -61,6 +62,8 @@ pub struct TransportOptions {
     /// Seed for the congestion controller's random draws (`None`: from the operating system).
     /// The simulator sets it so that runs repeat exactly.
     pub seed: Option<u64>,
+    /// Bytes of UDP socket buffer (receive and send) to ask the kernel for: see [`bind_udp`].
+    pub socket_buffer: usize,
 }
 
 impl Default for TransportOptions {
@@ -70,8 +73,65 @@ impl Default for TransportOptions {
             idle_timeout: Duration::from_secs(10),
             datagram_send_buffer: 64 * 1024,
             seed: None,
+            socket_buffer: SOCKET_BUFFER,
         }
     }
+}
+
+/// UDP socket buffer size asked for by default: about 10 ms at 3 Gbit/s, or 2800 full-size
+/// datagrams.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// What the kernel granted for a socket's buffers (Linux reports twice the usable bytes: its
+/// bookkeeping counts the half it keeps for overhead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketBuffers {
+    /// SO_RCVBUF as read back.
+    pub receive: usize,
+    /// SO_SNDBUF as read back.
+    pub send: usize,
+}
+
+/// Binds a UDP socket for a QUIC endpoint at `addr`, asking for `buffer` bytes of receive and
+/// send buffer. A kernel that caps the request (Linux: `net.core.rmem_max`, `wmem_max`) is not
+/// an error, but it is logged as a warning with the fix, because a small receive buffer drops
+/// bursts before QUIC or rtq can see or count them.
+pub fn bind_udp(
+    addr: std::net::SocketAddr,
+    buffer: usize,
+) -> std::io::Result<(std::net::UdpSocket, SocketBuffers)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack where the system allows it, as std's bind does by default on Linux.
+        let _ = socket.set_only_v6(false);
+    }
+    // Failures to enlarge are reported below through what the kernel granted.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.bind(&addr.into())?;
+    let granted = SocketBuffers {
+        receive: socket.recv_buffer_size().unwrap_or(0),
+        send: socket.send_buffer_size().unwrap_or(0),
+    };
+    if granted.receive < buffer {
+        tracing::warn!(
+            "the UDP receive buffer is {} KiB, not the {} KiB asked for: bursts may be dropped by \
+             the kernel before rtq sees them; raise the limit with \
+             `sysctl -w net.core.rmem_max={}` or pass a smaller --socket-buffer",
+            granted.receive / 1024,
+            buffer / 1024,
+            buffer
+        );
+    }
+    if granted.send < buffer {
+        tracing::debug!(
+            "the UDP send buffer is {} KiB, not {} KiB (net.core.wmem_max)",
+            granted.send / 1024,
+            buffer / 1024
+        );
+    }
+    Ok((socket.into(), granted))
 }
 
 /// Bytes of received datagrams QUIC holds for the application.
@@ -128,6 +188,38 @@ pub fn transport_config(opts: &TransportOptions) -> TransportConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_get_the_buffers_asked_for_within_the_system_limit() {
+        let limit = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/net/core/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+        };
+        let want = 1 << 20;
+        let (socket, granted) = bind_udp("127.0.0.1:0".parse().unwrap(), want).unwrap();
+        assert_ne!(socket.local_addr().unwrap().port(), 0);
+        // Linux grants min(asked, limit) and reports twice that.
+        if let Some(max) = limit("rmem_max") {
+            assert!(
+                granted.receive >= want.min(max),
+                "{granted:?}, rmem_max {max}"
+            );
+        }
+        if let Some(max) = limit("wmem_max") {
+            assert!(granted.send >= want.min(max), "{granted:?}, wmem_max {max}");
+        }
+        // A small request gets a small buffer: the size really is set, not left at a default.
+        let (_, small) = bind_udp("127.0.0.1:0".parse().unwrap(), 64 << 10).unwrap();
+        assert!(
+            small.receive < granted.receive || granted.receive < want,
+            "{small:?}"
+        );
+        // Dual-stack or IPv6-only, an IPv6 wildcard binds where IPv6 exists.
+        if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+            bind_udp("[::]:0".parse().unwrap(), want).unwrap();
+        }
+    }
 
     #[test]
     fn quic_holds_about_fifty_milliseconds_of_sending() {
