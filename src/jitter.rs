@@ -9,10 +9,12 @@
 //!
 //! Rules:
 //! - frames are released strictly in sequence order, never out of it;
-//! - a frame that completes after its playout time is counted late and dropped — except a
-//!   retransmitted one in adaptive mode while playout has not passed it (no later frame has
-//!   played) and within one more recovery round: then the target rises to play it, a stall
-//!   rather than a loss (counted `stretched`);
+//! - a frame that completes after its playout time is counted late and dropped — except, in
+//!   adaptive mode, while playout has not passed it (no later frame has played) and it needs
+//!   at most `max_stall` more (a retransmitted one: or one more recovery round): then the
+//!   target rises to play it, a stall rather than a loss (counted `stretched`). A frame
+//!   delayed by a scheduling hiccup or a delay spike is thus played late rather than lost,
+//!   and the target that rose for it falls back as any other;
 //! - a missing frame is skipped (counted lost) when a later frame is due;
 //! - a frame that completes after it was skipped moves from lost to late.
 //!
@@ -93,6 +95,9 @@ pub struct JitterConfig {
     pub decay: Duration,
     /// Lowest end-to-end target.
     pub min_delay: Duration,
+    /// Most the adaptive target rises at once to play a frame that completed after its
+    /// playout time before playout passed it (zero: never).
+    pub max_stall: Duration,
     /// Highest end-to-end target; frames needing more are late.
     pub max_delay: Duration,
     /// Frames held at most.
@@ -112,6 +117,7 @@ impl Default for JitterConfig {
             max_samples: 4096,
             decay: Duration::from_secs(1),
             min_delay: Duration::ZERO,
+            max_stall: Duration::from_millis(50),
             max_delay: Duration::from_secs(2),
             max_frames: 4096,
             max_bytes: 256 << 20,
@@ -359,7 +365,7 @@ impl JitterBuffer {
         let outcome = if due > horizon {
             self.stats.too_early += 1;
             return Inserted::TooEarly;
-        } else if now_us > due && retransmitted && self.stretch(now_us, transit) {
+        } else if now_us > due && self.stretch(now_us, transit, retransmitted) {
             // Playout had not passed it: the target rose to play it (see `stretch`).
             self.stats.stretched += 1;
             self.buffer(frame)
@@ -394,12 +400,12 @@ impl JitterBuffer {
     }
 
     /// A frame completed `transit` after capture, past its playout time, but playout has not
-    /// passed it (every frame since the last one played is missing too, as in a burst of loss
-    /// that a retransmission repaired). In adaptive mode the target rises at once to play it
-    /// now — a stall instead of a loss — when the frame needed a retransmission, and at most
-    /// one more recovery round (the allowance) more than the target gave it. Returns whether it
-    /// rose.
-    fn stretch(&mut self, now_us: u64, transit: i64) -> bool {
+    /// passed it (every frame since the last one played is missing or waiting too, as in a
+    /// burst of loss that a retransmission repaired, or a delay spike). In adaptive mode the
+    /// target rises at once to play it now — a stall instead of a loss — when that takes at
+    /// most `max_stall` more than the target gave it, or for a retransmitted frame one more
+    /// recovery round (the allowance). Returns whether it rose.
+    fn stretch(&mut self, now_us: u64, transit: i64, retransmitted: bool) -> bool {
         if self.cfg.mode != JitterMode::Adaptive || !self.stretch_ok {
             return false;
         }
@@ -407,13 +413,14 @@ impl JitterBuffer {
             return false;
         };
         let want = self.clamp_raw(transit.saturating_add(micros(self.cfg.headroom)));
-        // At most one more recovery round: a frame that needed more (a delay spike on a
-        // congested path, not a lost fragment) would hold every later frame back as long.
-        if self.recovery_us == 0
-            || want < transit
-            || want <= current
-            || want > current.saturating_add(self.recovery_us)
-        {
+        // Bounded: a frame that needed more (a delay spike on a congested path, not a lost
+        // fragment or a hiccup) would hold every later frame back as long.
+        let limit = if retransmitted {
+            self.recovery_us.max(micros(self.cfg.max_stall))
+        } else {
+            micros(self.cfg.max_stall)
+        };
+        if limit == 0 || want < transit || want <= current || want > current.saturating_add(limit) {
             return false;
         }
         self.target_raw = Some(want);
@@ -703,24 +710,20 @@ mod tests {
         let t = jb.target_delay_us().unwrap();
         // p99 of 10..=15 ms is 15 ms; plus 2 ms headroom = 17 ms, approached from above.
         assert!((17_000..18_000).contains(&t), "target {t}");
-        // A sustained step to 40 ms raises the target as soon as it reaches the percentile: the
-        // 99th of 300 samples moves on the 4th frame; the frames before it are late (they came
-        // by themselves: a delay step, not a repaired loss, so the target does not stretch).
+        // A sustained step to 40 ms: the first frame of it completes past its playout time
+        // before playout passed it, and 25 ms more is within `max_stall`: the target rises at
+        // once to play it (a stall, not a loss), and the frames after it are on time.
         let late_before = jb.stats().late;
         for seq in 600..604u64 {
-            arrive(&mut jb, seq, 40);
+            assert_eq!(arrive(&mut jb, seq, 40), Inserted::Buffered, "frame {seq}");
         }
         assert!(
             jb.target_delay_us().unwrap() >= 42_000,
             "{:?}",
             jb.target_delay_us()
         );
-        assert_eq!(
-            jb.stats().late - late_before,
-            4,
-            "the step costs the frames that reveal it"
-        );
-        assert_eq!(jb.stats().stretched, 0);
+        assert_eq!(jb.stats().late, late_before);
+        assert_eq!(jb.stats().stretched, 1);
         assert_eq!(arrive(&mut jb, 604, 40), Inserted::Buffered);
         // ...and it falls back smoothly once delays return.
         let mut last = jb.target_delay_us().unwrap();
@@ -731,6 +734,27 @@ mod tests {
             assert!(last - t < 5_000, "falls smoothly: {last} -> {t}");
             last = t;
         }
+        // A step beyond `max_stall` would hold every later frame back as long: the frames that
+        // reveal it are late until it reaches the percentile (the 99th of 300 samples moves on
+        // the 4th), then the target follows it.
+        while jb.poll(699 * 33 * MS + 20 * MS).is_some() {}
+        for seq in 700..704u64 {
+            arrive(&mut jb, seq, 120);
+        }
+        assert_eq!(jb.stats().late - late_before, 4, "{:?}", jb.stats());
+        assert_eq!(jb.stats().stretched, 1);
+        assert!(jb.target_delay_us().unwrap() >= 122_000);
+        assert_eq!(arrive(&mut jb, 704, 120), Inserted::Buffered);
+        // With `max_stall` zero, no frame that came by itself stretches the target.
+        let mut jb = JitterBuffer::new(JitterConfig {
+            max_stall: Duration::ZERO,
+            ..Default::default()
+        });
+        for seq in 0..100u64 {
+            arrive(&mut jb, seq, 10);
+        }
+        assert_eq!(arrive(&mut jb, 100, 30), Inserted::Late);
+        assert_eq!(jb.stats().stretched, 0);
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub struct RecvArgs {
     /// Longest playout delay; frames that need more are late.
     #[arg(long, value_parser = duration_arg, default_value = "2s", value_name = "DURATION")]
     pub max_delay: Duration,
+    /// Adaptive playout: a frame that completes after its playout time, before any later
+    /// frame has played (a scheduling hiccup, a delay spike, a repaired burst), raises the
+    /// delay to play it when it needs at most this much more: a short stall instead of a
+    /// lost frame. `0ms`: never (a retransmitted frame may still wait one recovery round).
+    #[arg(long, value_parser = duration_arg, default_value = "50ms", value_name = "DURATION")]
+    pub max_stall: Duration,
     /// Forward error correction: `auto` takes the parity the sender chooses to send (its
     /// `--fec` sets how much); `off` asks it for none (in the hello) and drops any that comes.
     #[arg(long, value_enum, default_value_t = RecvFec::Auto, value_name = "auto|off")]
@@ -135,6 +141,7 @@ impl RecvArgs {
             jitter: JitterConfig {
                 mode: self.jitter,
                 max_delay: self.max_delay,
+                max_stall: self.max_stall,
                 ..Default::default()
             },
             reassembly: ReassemblyLimits {
@@ -322,6 +329,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--key"), "{e}");
+        let a = RecvArgs::try_parse_from(["rtq-recv", "--max-stall", "0ms"]).unwrap();
+        assert_eq!(a.session_config().unwrap().jitter.max_stall, Duration::ZERO);
         let a = RecvArgs::try_parse_from(["rtq-recv", "--jitter", "fixed:5s"]).unwrap();
         assert!(a.session_config().unwrap_err().contains("--max-delay"));
     }
@@ -341,6 +350,7 @@ mod tests {
         ])
         .unwrap();
         let c = a.session_config().unwrap();
+        assert_eq!(c.jitter.max_stall, JitterConfig::default().max_stall);
         assert_eq!(c.reassembly.max_frames, 32);
         assert_eq!(c.reassembly.max_bytes, 2 << 20);
         assert_eq!(c.reassembly.max_frame_bytes, 1 << 20);
