@@ -383,7 +383,14 @@ fn measure(
     receiver_addr: SocketAddr,
 ) -> Outcome {
     let epoch = rtq::net::now();
-    let sink_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Large kernel buffers, as the gateways have: the sink measures the transports, not its
+    // own thread's scheduling.
+    let sink_socket = rtq::net::transport::bind_udp(
+        "127.0.0.1:0".parse().unwrap(),
+        rtq::net::transport::SOCKET_BUFFER,
+    )
+    .unwrap()
+    .0;
     let sink_addr = sink_socket.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     // The sink's thread says when the first probe came through.

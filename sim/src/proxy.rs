@@ -68,12 +68,17 @@ impl Proxy {
         seeds: (u64, u64),
     ) -> anyhow::Result<Self> {
         use anyhow::Context;
+        // Large kernel buffers, as rtq's tools ask for: a burst the relay threads are slow to
+        // read is impairment the proxy did not choose, for whichever transport it carries.
+        let bind = |addr: SocketAddr| -> std::io::Result<UdpSocket> {
+            Ok(rtq::net::transport::bind_udp(addr, rtq::net::transport::SOCKET_BUFFER)?.0)
+        };
         let front =
-            Arc::new(UdpSocket::bind(listen).with_context(|| {
+            Arc::new(bind(listen).with_context(|| {
                 format!("cannot listen on {listen} (in use? pick another port)")
             })?);
         let back_bind: SocketAddr = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse()?;
-        let back = Arc::new(UdpSocket::bind(back_bind).context("cannot open the upstream socket")?);
+        let back = Arc::new(bind(back_bind).context("cannot open the upstream socket")?);
         let listen = front.local_addr()?;
         let start = crate::realtime::now();
         let steps =

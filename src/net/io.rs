@@ -125,12 +125,19 @@ impl Input {
     /// Binds `addr` and takes each datagram that arrives as a frame (of any size up to
     /// [`MAX_UDP_PAYLOAD`]; `--frame-size` does not apply). The input never ends by itself.
     pub async fn udp(addr: std::net::SocketAddr) -> std::io::Result<Self> {
-        let socket = tokio::net::UdpSocket::bind(addr).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("cannot receive on udp://{addr}: {e} (is the port free, and the address this host's?)"),
-            )
-        })?;
+        // A large kernel buffer: a burst from the source must not be dropped while this task
+        // waits for a core.
+        let socket = super::transport::bind_udp(addr, super::transport::SOCKET_BUFFER)
+            .and_then(|(s, _)| {
+                s.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(s)
+            })
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot receive on udp://{addr}: {e} (is the port free, and the address this host's?)"),
+                )
+            })?;
         let (tx, rx) = mpsc::channel(INPUT_AHEAD);
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_UDP_PAYLOAD + 1];
