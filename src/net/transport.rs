@@ -114,20 +114,28 @@ pub fn bind_udp(
         receive: socket.recv_buffer_size().unwrap_or(0),
         send: socket.send_buffer_size().unwrap_or(0),
     };
-    if granted.receive < buffer {
+    // What the kernel really set aside for data: Linux reports twice what it granted.
+    let usable = |reported: usize| {
+        if cfg!(target_os = "linux") {
+            reported / 2
+        } else {
+            reported
+        }
+    };
+    if usable(granted.receive) < buffer {
         tracing::warn!(
             "the UDP receive buffer is {} KiB, not the {} KiB asked for: bursts may be dropped by \
              the kernel before rtq sees them; raise the limit with \
              `sysctl -w net.core.rmem_max={}` or pass a smaller --socket-buffer",
-            granted.receive / 1024,
+            usable(granted.receive) / 1024,
             buffer / 1024,
             buffer
         );
     }
-    if granted.send < buffer {
+    if usable(granted.send) < buffer {
         tracing::debug!(
             "the UDP send buffer is {} KiB, not {} KiB (net.core.wmem_max)",
-            granted.send / 1024,
+            usable(granted.send) / 1024,
             buffer / 1024
         );
     }
