@@ -26,11 +26,12 @@
 //! without jumps. WebRTC's NetEq follows the 95th percentile for audio, where a late packet is
 //! concealed; a late video frame is lost, so rtq aims higher.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::seqmap::SeqMap;
 use crate::sorted::SortedBlocks;
 use crate::wire::datagram::FrameFlags;
 
@@ -192,7 +193,9 @@ enum Slot {
 #[derive(Debug)]
 pub struct JitterBuffer {
     cfg: JitterConfig,
-    slots: BTreeMap<u64, Slot>,
+    /// Frames (and late markers) by sequence number: they arrive mostly in order and leave
+    /// from the smallest, which a [`SeqMap`] serves without a node allocation per frame.
+    slots: SeqMap<u64, Slot>,
     bytes: usize,
     next_seq: u64,
     offset_us: i64,
@@ -258,7 +261,7 @@ impl JitterBuffer {
     pub fn new(cfg: JitterConfig) -> Self {
         let mut jb = Self {
             cfg,
-            slots: BTreeMap::new(),
+            slots: SeqMap::new(),
             bytes: 0,
             next_seq: 0,
             offset_us: 0,
@@ -520,7 +523,7 @@ impl JitterBuffer {
             {
                 return None;
             }
-            let slot = self.slots.remove(&seq)?;
+            let (_, slot) = self.slots.pop_first()?;
             self.stats.lost += seq - self.next_seq;
             self.next_seq = seq + 1;
             if let Slot::Frame(frame) = slot {
