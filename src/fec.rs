@@ -441,12 +441,15 @@ impl FecEncoder {
         if self.group.is_empty() {
             return;
         }
-        let group = std::mem::take(&mut self.group);
+        let mut group = std::mem::take(&mut self.group);
         let deadline = self.group_deadline.take();
         if let Some(deadline) = deadline {
             let frames = group.len() as u16;
             self.protect(now, &group, self.group_first, frames, deadline);
         }
+        // The next group reuses the buffer: no allocation per group.
+        group.clear();
+        self.group = group;
     }
 
     fn protect(
