@@ -441,12 +441,15 @@ impl FecEncoder {
         if self.group.is_empty() {
             return;
         }
-        let group = std::mem::take(&mut self.group);
+        let mut group = std::mem::take(&mut self.group);
         let deadline = self.group_deadline.take();
         if let Some(deadline) = deadline {
             let frames = group.len() as u16;
             self.protect(now, &group, self.group_first, frames, deadline);
         }
+        // The next group reuses the buffer: no allocation per group.
+        group.clear();
+        self.group = group;
     }
 
     fn protect(
@@ -561,7 +564,7 @@ pub struct FecStats {
 #[derive(Debug)]
 struct FrameShards {
     count: u16,
-    shards: Vec<Option<Bytes>>,
+    shards: crate::slots::Slots<Bytes>,
 }
 
 #[derive(Debug)]
@@ -720,7 +723,7 @@ impl FecDecoder {
         self.top = self.top.max(h.seq);
         let entry = self.frames.get_or_insert_with(h.seq, || FrameShards {
             count: h.count,
-            shards: vec![None; usize::from(h.count)],
+            shards: crate::slots::Slots::new(usize::from(h.count)),
         });
         if entry.count != h.count {
             // A re-cut: keep the newer cut (more fragments), as the reassembler does.
@@ -731,7 +734,7 @@ impl FecDecoder {
             self.bytes -= old;
             *entry = FrameShards {
                 count: h.count,
-                shards: vec![None; usize::from(h.count)],
+                shards: crate::slots::Slots::new(usize::from(h.count)),
             };
         }
         if let Some(slot) = entry.shards.get_mut(usize::from(h.index))

@@ -28,11 +28,12 @@
 //! without jumps. WebRTC's NetEq follows the 95th percentile for audio, where a late packet is
 //! concealed; a late video frame is lost, so rtq aims higher.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::seqmap::SeqMap;
 use crate::sorted::SortedBlocks;
 use crate::wire::datagram::FrameFlags;
 
@@ -194,11 +195,43 @@ enum Slot {
     Late,
 }
 
+/// A [`JitterConfig`]'s durations in µs.
+#[derive(Debug, Clone, Copy)]
+struct ConfigMicros {
+    headroom: i64,
+    min_delay: i64,
+    max_delay: i64,
+    max_stall: i64,
+    /// `max_delay`, as the distance ahead of now past which a frame is too early.
+    horizon: u64,
+    window: u64,
+    /// The decay's time constant (at least 1 µs).
+    tau: f64,
+}
+
+impl ConfigMicros {
+    fn of(cfg: &JitterConfig) -> Self {
+        Self {
+            headroom: micros(cfg.headroom),
+            min_delay: micros(cfg.min_delay),
+            max_delay: micros(cfg.max_delay),
+            max_stall: micros(cfg.max_stall),
+            horizon: u64::try_from(micros(cfg.max_delay)).unwrap_or(u64::MAX),
+            window: u64::try_from(micros(cfg.window)).unwrap_or(0),
+            tau: cfg.decay.as_micros().max(1) as f64,
+        }
+    }
+}
+
 /// The jitter buffer. See the module documentation.
 #[derive(Debug)]
 pub struct JitterBuffer {
     cfg: JitterConfig,
-    slots: BTreeMap<u64, Slot>,
+    /// `cfg`'s durations in µs, converted once: every frame reads them.
+    us: ConfigMicros,
+    /// Frames (and late markers) by sequence number: they arrive mostly in order and leave
+    /// from the smallest, which a [`SeqMap`] serves without a node allocation per frame.
+    slots: SeqMap<u64, Slot>,
     bytes: usize,
     next_seq: u64,
     offset_us: i64,
@@ -264,7 +297,8 @@ impl JitterBuffer {
     pub fn new(cfg: JitterConfig) -> Self {
         let mut jb = Self {
             cfg,
-            slots: BTreeMap::new(),
+            us: ConfigMicros::of(&cfg),
+            slots: SeqMap::new(),
             bytes: 0,
             next_seq: 0,
             offset_us: 0,
@@ -329,8 +363,8 @@ impl JitterBuffer {
     }
 
     fn clamp_raw(&self, raw: i64) -> i64 {
-        let lo = micros(self.cfg.min_delay).saturating_sub(self.offset_us);
-        let hi = micros(self.cfg.max_delay).saturating_sub(self.offset_us);
+        let lo = self.us.min_delay.saturating_sub(self.offset_us);
+        let hi = self.us.max_delay.saturating_sub(self.offset_us);
         raw.clamp(lo, hi.max(lo))
     }
 
@@ -354,14 +388,13 @@ impl JitterBuffer {
         let transit = crate::clock::diff_us(now_us, frame.capture_us);
         if self.target_raw.is_none() {
             let start = transit
-                .saturating_add(micros(self.cfg.headroom))
+                .saturating_add(self.us.headroom)
                 .saturating_add(micros(self.cfg.start_margin));
             self.target_raw = Some(self.clamp_raw(start));
             self.last_decay_us = now_us;
         }
         let due = self.playout_us(frame.capture_us).unwrap_or(0);
-        let horizon =
-            now_us.saturating_add(u64::try_from(micros(self.cfg.max_delay)).unwrap_or(u64::MAX));
+        let horizon = now_us.saturating_add(self.us.horizon);
         let outcome = if due > horizon {
             self.stats.too_early += 1;
             return Inserted::TooEarly;
@@ -412,13 +445,13 @@ impl JitterBuffer {
         let Some(current) = self.target_raw else {
             return false;
         };
-        let want = self.clamp_raw(transit.saturating_add(micros(self.cfg.headroom)));
+        let want = self.clamp_raw(transit.saturating_add(self.us.headroom));
         // Bounded: a frame that needed more (a delay spike on a congested path, not a lost
         // fragment or a hiccup) would hold every later frame back as long.
         let limit = if retransmitted {
-            self.recovery_us.max(micros(self.cfg.max_stall))
+            self.recovery_us.max(self.us.max_stall)
         } else {
-            micros(self.cfg.max_stall)
+            self.us.max_stall
         };
         if limit == 0 || want < transit || want <= current || want > current.saturating_add(limit) {
             return false;
@@ -432,7 +465,7 @@ impl JitterBuffer {
         if self.cfg.mode != JitterMode::Adaptive {
             return;
         }
-        let horizon = now_us.saturating_sub(u64::try_from(micros(self.cfg.window)).unwrap_or(0));
+        let horizon = now_us.saturating_sub(self.us.window);
         self.samples
             .push(now_us, transit, horizon, self.cfg.max_samples.max(1));
         let Some(current) = self.target_raw else {
@@ -448,12 +481,12 @@ impl JitterBuffer {
             Some(t) if self.recovery_us > 0 => t.saturating_add(self.recovery_us),
             _ => i64::MIN,
         };
-        let goal = self.clamp_raw(p99.max(recovery).saturating_add(micros(self.cfg.headroom)));
+        let goal = self.clamp_raw(p99.max(recovery).saturating_add(self.us.headroom));
         let next = if goal >= current {
             goal
         } else {
             let dt = now_us.saturating_sub(self.last_decay_us) as f64;
-            let tau = self.cfg.decay.as_micros().max(1) as f64;
+            let tau = self.us.tau;
             let keep = (-dt / tau).exp();
             goal.saturating_add((current.saturating_sub(goal) as f64 * keep).round() as i64)
         };
@@ -478,7 +511,7 @@ impl JitterBuffer {
         {
             let goal = self.clamp_raw(
                 t.saturating_add(self.recovery_us)
-                    .saturating_add(micros(self.cfg.headroom)),
+                    .saturating_add(self.us.headroom),
             );
             self.target_raw = Some(current.max(goal));
         }
@@ -498,10 +531,7 @@ impl JitterBuffer {
     pub fn playout_with_allowance_us(&self, capture_us: u64, d: Duration) -> Option<u64> {
         let current = self.playout_us(capture_us)?;
         let t = self.samples.percentile(RECOVERY_PERCENTILE)?;
-        let raw = self.clamp_raw(
-            t.saturating_add(micros(d))
-                .saturating_add(micros(self.cfg.headroom)),
-        );
+        let raw = self.clamp_raw(t.saturating_add(micros(d)).saturating_add(self.us.headroom));
         Some(current.max(capture_us.saturating_add_signed(raw)))
     }
 
@@ -527,7 +557,7 @@ impl JitterBuffer {
             {
                 return None;
             }
-            let slot = self.slots.remove(&seq)?;
+            let (_, slot) = self.slots.pop_first()?;
             self.stats.lost += seq - self.next_seq;
             self.next_seq = seq + 1;
             if let Slot::Frame(frame) = slot {

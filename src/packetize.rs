@@ -2,8 +2,10 @@
 //!
 //! All fragments of a frame have `ceil(frame_len / count)` bytes (the last one no more), so FEC can
 //! later treat them as equal shards and the receiver can place each from its index alone. The
-//! datagrams of a frame are built into one buffer (one allocation and one copy per frame) and
-//! handed out as zero-copy slices of it.
+//! datagrams of a frame are built into one buffer (one copy per frame) and handed out as
+//! zero-copy slices of it. With [`Fragments::new_in`] that buffer is the free end of a larger
+//! one the caller keeps (a chunk of [`CHUNK`] bytes): consecutive small frames share one
+//! allocation instead of two each (the buffer and the count of its shared owners).
 
 use bytes::{Bytes, BytesMut};
 
@@ -35,6 +37,10 @@ pub enum PacketizeError {
     FrameTooLarge(usize),
 }
 
+/// Size of the buffers [`Fragments::new_in`] cuts frames into: about 15 datagrams of a
+/// common path's size, and what a small frame's cut costs in memory at most.
+pub const CHUNK: usize = 16 * 1024;
+
 /// The datagrams of one frame, handed out one at a time.
 #[derive(Debug, Clone)]
 pub struct Fragments {
@@ -47,8 +53,32 @@ pub struct Fragments {
 }
 
 impl Fragments {
-    /// Cuts `frame` into datagrams of at most `max_datagram` bytes.
+    /// Cuts `frame` into datagrams of at most `max_datagram` bytes, in a buffer of its own.
     pub fn new(frame: &WireFrame, max_datagram: usize) -> Result<Self, PacketizeError> {
+        Self::cut(frame, max_datagram, &mut BytesMut::new(), 0)
+    }
+
+    /// Cuts `frame` as [`new`](Self::new) does, writing the datagrams at the free end of
+    /// `chunk`, which the caller keeps from frame to frame. When its free room is too small, a
+    /// new chunk of [`CHUNK`] bytes (or the frame's size, if larger) replaces it; the old one
+    /// lives on as long as datagrams cut from it do. A chunk pins at most [`CHUNK`] bytes
+    /// beyond the datagrams still held, and chunks are freed in the order frames are.
+    pub fn new_in(
+        frame: &WireFrame,
+        max_datagram: usize,
+        chunk: &mut BytesMut,
+    ) -> Result<Self, PacketizeError> {
+        Self::cut(frame, max_datagram, chunk, CHUNK)
+    }
+
+    /// Cuts `frame` into the free end of `chunk`, replaced first by a buffer of at least
+    /// `min_alloc` bytes if the frame does not fit.
+    fn cut(
+        frame: &WireFrame,
+        max_datagram: usize,
+        chunk: &mut BytesMut,
+        min_alloc: usize,
+    ) -> Result<Self, PacketizeError> {
         let room = max_datagram
             .checked_sub(HEADER_LEN)
             .filter(|&r| r > 0)
@@ -58,7 +88,12 @@ impl Fragments {
         let count = u16::try_from(len.div_ceil(room).max(1))
             .map_err(|_| PacketizeError::FrameTooLarge(len))?;
         let shard = crate::wire::datagram::shard_len(frame_len, count);
-        let mut buf = BytesMut::with_capacity(usize::from(count) * HEADER_LEN + len);
+        let need = usize::from(count) * HEADER_LEN + len;
+        // Bytes written and not split off are nobody's: write over them.
+        chunk.clear();
+        if chunk.capacity() < need {
+            *chunk = BytesMut::with_capacity(need.max(min_alloc));
+        }
         let mut header = FragmentHeader {
             flags: frame.flags,
             seq: frame.seq,
@@ -72,11 +107,11 @@ impl Fragments {
         for index in 0..count {
             header.index = index;
             header.emit(&mut hdr);
-            buf.extend_from_slice(&hdr);
-            buf.extend_from_slice(&frame.body[header.range()]);
+            chunk.extend_from_slice(&hdr);
+            chunk.extend_from_slice(&frame.body[header.range()]);
         }
         Ok(Self {
-            buf: buf.freeze(),
+            buf: chunk.split().freeze(),
             count,
             next: 0,
             shard,
@@ -184,6 +219,28 @@ mod tests {
     }
 
     proptest! {
+        /// Frames cut one after another into a kept chunk give the datagrams a buffer of their
+        /// own gives, and later cuts never change datagrams already handed out.
+        #[test]
+        fn cuts_in_a_kept_chunk_match_cuts_alone(
+            lens in proptest::collection::vec(0usize..20_000, 1..30),
+            mtu in (HEADER_LEN + 1)..1500,
+        ) {
+            let mut chunk = BytesMut::new();
+            let mut held = Vec::new();
+            for (i, len) in lens.into_iter().enumerate() {
+                let mut f = frame(len);
+                f.seq = i as u64;
+                let alone: Vec<_> = Fragments::new(&f, mtu).unwrap().collect();
+                let shared: Vec<_> = Fragments::new_in(&f, mtu, &mut chunk).unwrap().collect();
+                prop_assert_eq!(&shared, &alone);
+                held.push((shared, alone));
+            }
+            for (shared, alone) in held {
+                prop_assert_eq!(shared, alone);
+            }
+        }
+
         #[test]
         fn fragments_parse_and_tile_the_frame(len in 0usize..40_000, mtu in (HEADER_LEN + 1)..2000) {
             let f = frame(len);

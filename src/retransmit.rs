@@ -44,7 +44,7 @@ pub struct RetransmitStats {
 
 #[derive(Debug)]
 struct Kept {
-    datagrams: Vec<Option<Bytes>>,
+    datagrams: crate::slots::Slots<Bytes>,
     expires: Instant,
     resends: u8,
     bytes: usize,
@@ -123,7 +123,7 @@ impl RetransmitStore {
     pub fn on_sent(&mut self, seq: u64, index: u16, count: u16, d: &Bytes, expires: Instant) {
         self.budget = (self.budget + BUDGET_SHARE * d.len() as f64).min(BUDGET_MAX);
         let kept = self.frames.get_or_insert_with(seq, || Kept {
-            datagrams: vec![None; usize::from(count)],
+            datagrams: crate::slots::Slots::new(usize::from(count)),
             expires,
             resends: 0,
             bytes: 0,
@@ -132,7 +132,7 @@ impl RetransmitStore {
             // Re-cut part-way: the earlier cut's datagrams are not what is on the wire now.
             self.bytes -= kept.bytes;
             *kept = Kept {
-                datagrams: vec![None; usize::from(count)],
+                datagrams: crate::slots::Slots::new(usize::from(count)),
                 expires,
                 resends: 0,
                 bytes: 0,

@@ -40,15 +40,23 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
         self.items.is_empty()
     }
 
-    /// Where `k` is (`Ok`) or would go (`Err`); the greatest key, or one above it, needs no
-    /// search.
+    /// Where `k` is (`Ok`) or would go (`Err`); the greatest key or one above it (a new
+    /// frame), and the smallest (the next to be forgotten), need no search.
     fn find(&self, k: &K) -> Result<usize, usize> {
         let n = self.items.len();
-        match self.items.back() {
-            None => Err(0),
-            Some((last, _)) if last < k => Err(n),
-            Some((last, _)) if last == k => Ok(n - 1),
-            Some(_) => self.items.binary_search_by(|(x, _)| x.cmp(k)),
+        let (Some((first, _)), Some((last, _))) = (self.items.front(), self.items.back()) else {
+            return Err(0);
+        };
+        if last < k {
+            Err(n)
+        } else if last == k {
+            Ok(n - 1)
+        } else if first == k {
+            Ok(0)
+        } else if k < first {
+            Err(0)
+        } else {
+            self.items.binary_search_by(|(x, _)| x.cmp(k))
         }
     }
 

@@ -249,6 +249,8 @@ const FIRST_PING_SPACING: Duration = Duration::from_millis(20);
 pub struct ReceiverSession {
     cfg: ReceiverConfig,
     anchor: ClockAnchor,
+    /// The last instant converted to µs, and its value ([`Self::micros`]).
+    last_now: Option<(Instant, u64)>,
     started: Instant,
     ended_at: Option<Instant>,
     phase: Phase,
@@ -314,6 +316,7 @@ impl ReceiverSession {
             decoder: ControlDecoder::new(cfg.max_control_message),
             cfg,
             anchor,
+            last_now: None,
             started: now,
             ended_at: None,
             phase: Phase::Running,
@@ -611,7 +614,7 @@ impl ReceiverSession {
             self.captures.pop_first();
         }
         self.next_seq_seen = self.next_seq_seen.max(h.seq.saturating_add(1));
-        let now_us = self.anchor.micros(now);
+        let now_us = self.micros(now);
         let transit = diff_us(now_us, h.capture_us);
         self.queueing.update(now_us, transit);
         self.interarrival_all.update(transit);
@@ -645,7 +648,7 @@ impl ReceiverSession {
         };
         self.stats.frames_complete += 1;
         self.stats.bytes_payload += data.len() as u64;
-        let now_us = self.anchor.micros(now);
+        let now_us = self.micros(now);
         let offset = self.clock.offset_us();
         self.delays
             .network
@@ -667,9 +670,23 @@ impl ReceiverSession {
         }
     }
 
+    /// `now` in µs on this clock. The last conversion is remembered: handling one datagram,
+    /// and the playout that follows, ask for the same instant several times.
+    fn micros(&mut self, now: Instant) -> u64 {
+        if let Some((at, us)) = self.last_now
+            && at == now
+        {
+            return us;
+        }
+        let us = self.anchor.micros(now);
+        self.last_now = Some((now, us));
+        us
+    }
+
     /// The next frame due at `now`, in sequence order. Call until it returns `None`.
     pub fn poll_frame(&mut self, now: Instant) -> Option<PlayedFrame> {
-        let played = self.jitter.poll(self.anchor.micros(now));
+        let now_us = self.micros(now);
+        let played = self.jitter.poll(now_us);
         match &played {
             Some(p) => self.record_played(p),
             None => self.maybe_finish(now),

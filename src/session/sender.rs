@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tracing::{debug, trace};
 
 use super::{
@@ -235,6 +235,8 @@ pub struct SenderSession {
     compressor: Compressor,
     fec: FecEncoder,
     retx: RetransmitStore,
+    /// The buffer frames are cut into, shared by consecutive frames ([`Fragments::new_in`]).
+    chunk: BytesMut,
     rate: Option<RateController>,
     pacing_bps: Option<u64>,
     /// The last report, and when it came, for the rate the path delivers.
@@ -280,6 +282,7 @@ impl SenderSession {
             compressor: Compressor::new(cfg.compress),
             fec: FecEncoder::new(cfg.fec),
             retx: RetransmitStore::new(cfg.retransmit_bytes),
+            chunk: BytesMut::new(),
             rate: cfg
                 .adapt
                 .map(|max| RateController::new(max, (max / 20).max(MIN_ADAPTED_RATE))),
@@ -675,7 +678,7 @@ impl SenderSession {
                 body: front.body.clone(),
                 payload_len: front.payload_len,
             };
-            match Fragments::new(&wf, cut_size) {
+            match Fragments::new_in(&wf, cut_size, &mut self.chunk) {
                 Ok(f) => {
                     if recut {
                         self.stats.recuts += 1;
