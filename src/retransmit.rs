@@ -25,9 +25,12 @@ const BUDGET_START: f64 = 64.0 * 1024.0;
 const BUDGET_MAX: f64 = 1024.0 * 1024.0;
 /// Share of each original datagram's bytes added to the budget.
 const BUDGET_SHARE: f64 = 0.5;
-/// How long after the first copy of a datagram its second copy goes (with two copies): losses
-/// come in bursts, and two copies back to back share one.
+/// How long after the first copy of a datagram its second copy goes at most (with two copies):
+/// losses come in bursts, and two copies back to back share one. It goes earlier (back to back
+/// at the earliest) when it would otherwise arrive after its frame plays.
 pub const COPY_SPACING: std::time::Duration = std::time::Duration::from_millis(15);
+/// Margin by which a second copy is meant to arrive before its frame plays.
+const COPY_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What the store counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +48,8 @@ pub struct RetransmitStats {
 #[derive(Debug)]
 struct Kept {
     datagrams: crate::slots::Slots<Bytes>,
+    /// When the frame plays at the receiver (as last reported).
+    plays: Instant,
     expires: Instant,
     resends: u8,
     bytes: usize,
@@ -61,6 +66,8 @@ pub struct RetransmitStore {
     /// Second copies, each with when it may go: (datagram, not before, expires).
     later: VecDeque<(Bytes, Instant, Instant)>,
     copies: u8,
+    /// One-way delay to the receiver (half its reported round trip).
+    one_way: std::time::Duration,
     stats: RetransmitStats,
 }
 
@@ -75,6 +82,7 @@ impl RetransmitStore {
             queue: VecDeque::new(),
             later: VecDeque::new(),
             copies: 1,
+            one_way: std::time::Duration::ZERO,
             stats: RetransmitStats::default(),
         }
     }
@@ -118,12 +126,23 @@ impl RetransmitStore {
         self.later.front().map(|(_, at, _)| *at)
     }
 
-    /// Fragment `index` of `count` of frame `seq` went out (for the first time); it is worth
-    /// sending again until `expires`.
-    pub fn on_sent(&mut self, seq: u64, index: u16, count: u16, d: &Bytes, expires: Instant) {
+    /// Fragment `index` of `count` of frame `seq` went out (for the first time); its frame
+    /// plays at `plays` (as far as the sender knows), and it is worth sending again until
+    /// `expires` (at or after `plays`: the receiver's playout delay may have grown since it
+    /// last said).
+    pub fn on_sent(
+        &mut self,
+        seq: u64,
+        index: u16,
+        count: u16,
+        d: &Bytes,
+        plays: Instant,
+        expires: Instant,
+    ) {
         self.budget = (self.budget + BUDGET_SHARE * d.len() as f64).min(BUDGET_MAX);
         let kept = self.frames.get_or_insert_with(seq, || Kept {
             datagrams: crate::slots::Slots::new(usize::from(count)),
+            plays,
             expires,
             resends: 0,
             bytes: 0,
@@ -133,6 +152,7 @@ impl RetransmitStore {
             self.bytes -= kept.bytes;
             *kept = Kept {
                 datagrams: crate::slots::Slots::new(usize::from(count)),
+                plays,
                 expires,
                 resends: 0,
                 bytes: 0,
@@ -215,12 +235,18 @@ impl RetransmitStore {
                 self.budget -= d.len() as f64;
                 self.queue.push_back((d.clone(), kept.expires));
                 if self.copies > 1 {
-                    second.push((d.clone(), kept.expires));
+                    // The second copy goes as far after the first as lets it arrive before
+                    // its frame plays, at most the spacing.
+                    let latest = kept
+                        .plays
+                        .checked_sub(self.one_way + COPY_MARGIN)
+                        .unwrap_or(now);
+                    let at = (now + COPY_SPACING).min(latest).max(now);
+                    second.push((d.clone(), at, kept.expires));
                 }
             }
         }
-        let at = now + COPY_SPACING;
-        for (d, expires) in second {
+        for (d, at, expires) in second {
             if self.pending() >= MAX_QUEUED || self.budget < d.len() as f64 {
                 break;
             }
@@ -237,6 +263,12 @@ impl RetransmitStore {
     /// would cost the frame, since a second request rarely comes in time.
     pub fn set_copies(&mut self, copies: u8) {
         self.copies = copies.clamp(1, 2);
+    }
+
+    /// The one-way delay to the receiver, by which a second copy must leave before its frame
+    /// plays.
+    pub fn set_one_way(&mut self, d: std::time::Duration) {
+        self.one_way = d;
     }
 
     /// The next datagram to send again (of at most `max_size` bytes), with the instant after
@@ -279,7 +311,8 @@ mod tests {
         let mut s = RetransmitStore::new(1 << 20);
         for seq in 0..frames {
             for i in 0..count {
-                s.on_sent(seq, i, count, &d(seq, i), t0 + Duration::from_millis(200));
+                let at = t0 + Duration::from_millis(200);
+                s.on_sent(seq, i, count, &d(seq, i), at, at);
             }
         }
         s
@@ -353,10 +386,26 @@ mod tests {
             drain(&mut s, now + COPY_SPACING),
             vec![d(0, 0), d(0, 1), d(1, 0), d(1, 1)]
         );
-        // A second copy that would come after its frame expires is not kept.
-        let late = t0 + Duration::from_millis(200) - COPY_SPACING / 2;
+        // A second copy that would arrive after its frame plays goes earlier: as late as
+        // still lets it arrive in time (the one-way delay and a margin before), and no
+        // earlier than right after the first.
+        s.set_one_way(Duration::from_millis(40));
+        let plays = t0 + Duration::from_millis(200);
+        let late = plays - Duration::from_millis(50);
         s.on_nack(late, 3, &[ask(2)]);
-        assert_eq!(drain(&mut s, late).len(), 2);
+        assert_eq!(drain(&mut s, late), vec![d(2, 0), d(2, 1)]);
+        assert_eq!(s.pending(), 2);
+        let second = plays - Duration::from_millis(40) - COPY_MARGIN;
+        assert!(second < late + COPY_SPACING);
+        assert_eq!(s.poll_timeout(), Some(second));
+        assert_eq!(drain(&mut s, second), vec![d(2, 0), d(2, 1)]);
+        // Past that, back to back.
+        let mut s = store_with(3, 2, t0);
+        s.set_copies(2);
+        s.set_one_way(Duration::from_millis(40));
+        let later = plays - Duration::from_millis(41);
+        s.on_nack(later, 3, &[ask(0)]);
+        assert_eq!(drain(&mut s, later).len(), 4);
         assert_eq!(s.pending(), 0);
     }
 

@@ -73,7 +73,9 @@ fn retransmission_recovers_what_is_lost_in_time() {
     let nack = run(&scenario("off", "on", RANDOM_LOSS)).report;
     let r = &nack.receiver;
     assert!(r.recovery.retransmit_requests > 0);
-    assert!(r.recovery.retransmitted > 50, "{:?}", r.recovery);
+    // Copies used: 50 here (63 before the second copy went earlier when late and the rest of
+    // a burst was asked for at once; the frames played are the same, 596 of 600).
+    assert!(r.recovery.retransmitted >= 40, "{:?}", r.recovery);
     assert!(nack.sender.recovery.retransmitted >= r.recovery.retransmitted);
     assert!(
         r.frames.lost * 4 < none.receiver.frames.lost,
@@ -256,4 +258,35 @@ fn stream_frames_past_their_deadline_are_reset_and_counted() {
         rx.frames.transmitted
     );
     assert_eq!(tx.frames.transmitted, tx.frames.sent);
+}
+
+/// The peers bench's workload (one 1316-byte datagram per frame, 200 frames/s) on its bursty
+/// path: a burst of whole frames is asked for while it lasts (not once a frame after it
+/// arrives), the first burst after a quiet spell finds room in the playout delay at once, and
+/// a second copy that would come too late goes earlier. Before these, seed 2 lost the 8 frames
+/// of its first burst (99.80 % on time).
+#[test]
+fn bursts_of_one_datagram_frames_are_recovered_within_one_round() {
+    let text = r#"
+        seed = 2
+        duration = "20s"
+        [source]
+        source = "fixed"
+        frame_size = 1316
+        fps = 200
+        compress = "off"
+        [link]
+        delay = "40ms"
+        loss_model = "ge"
+        loss = "2%"
+        burst = 3.0
+        "#;
+    let f: ScenarioFile = toml::from_str(text).unwrap();
+    let r = run(&f.resolve().unwrap()).report;
+    let rx = &r.receiver;
+    let on_time = rx.frames.played as f64 / rx.frames.transmitted as f64;
+    assert!(on_time >= 0.999, "on time {on_time}: {:?}", rx.frames);
+    // Within one recovery round of the 80 ms round trip.
+    let p50 = rx.latency_us.end_to_end.p50;
+    assert!(p50 < 140_000, "p50 {p50} µs");
 }

@@ -228,6 +228,18 @@ const RECOVERY_MEMORY: Duration = Duration::from_secs(10);
 const MAX_DATAGRAM_BACKLOG: usize = 64;
 /// Requests per frame at most.
 const NACK_TRIES: u8 = 2;
+/// Frames past the newest seen that one scan asks for at most (those overdue by their expected
+/// capture time: the rest of a burst, before a frame after it arrives).
+const MAX_ASK_AHEAD: u64 = 32;
+/// How far past the newest frame seen (in expected capture time) frames are asked for: a loss
+/// burst is short, and a longer silence is an outage or a queue, where copies of frames that
+/// are merely delayed would only add to the load (only the next frame is asked for then).
+const MAX_ASK_AHEAD_SPAN: Duration = Duration::from_millis(50);
+/// How long after a request its copies are given before the frame is asked for again, on top
+/// of the round trip and the wait: the sender's second copy goes up to
+/// [`crate::retransmit::COPY_SPACING`] after the first, plus a margin.
+const RETRY_AFTER: Duration =
+    Duration::from_millis(crate::retransmit::COPY_SPACING.as_millis() as u64 + 2);
 /// Frames whose requests are remembered at most.
 const MAX_ASKED: usize = 2048;
 
@@ -613,6 +625,11 @@ impl ReceiverSession {
         if self.captures.len() > MAX_ASKED {
             self.captures.pop_first();
         }
+        if h.seq >= self.next_seq_seen {
+            // Requests for frames beyond it were guesses from the expected frame times; the
+            // frames after it are expected anew.
+            drop(self.asked.split_off(&h.seq.saturating_add(1)));
+        }
         self.next_seq_seen = self.next_seq_seen.max(h.seq.saturating_add(1));
         let now_us = self.micros(now);
         let transit = diff_us(now_us, h.capture_us);
@@ -993,7 +1010,7 @@ impl ReceiverSession {
             rtt + Duration::from_millis(2)
         };
         let allowance = trip + wait + NACK_SCAN;
-        let recovering = self
+        let mut recovering = self
             .needed_recovery_at
             .is_some_and(|t| now < t + RECOVERY_MEMORY);
         self.jitter
@@ -1021,9 +1038,16 @@ impl ReceiverSession {
                 .playout_us(capture_us)
                 .is_some_and(|play| now_us.saturating_add(slack) < play)
         };
+        // Asked again once both copies have had their round trip (and the wait) to come; with
+        // a standing queue, whose round trip is longer than the minimum, 1.5 round trips.
+        let retry = if congested {
+            rtt + rtt / 2 + wait
+        } else {
+            rtt + wait + RETRY_AFTER
+        };
         let due = |asked: Option<&Asked>| match asked {
             None => true,
-            Some(a) => a.tries < NACK_TRIES && now >= a.at + rtt + rtt / 2 + wait,
+            Some(a) => a.tries < NACK_TRIES && now >= a.at + retry,
         };
         let mut entries = Vec::new();
         let mut asked_now = Vec::new();
@@ -1041,6 +1065,12 @@ impl ReceiverSession {
                 .is_some_and(|play| now_us.saturating_add(slack) < play)
             {
                 self.needed_recovery_at = Some(now);
+                // The room is made now, not at the next scan: the first loss after a quiet
+                // spell is saved too.
+                if !recovering {
+                    recovering = true;
+                    self.jitter.set_recovery_allowance(Some(allowance));
+                }
             }
             if !due(self.asked.get(&seq)) || !reachable(&self.jitter, p.header.capture_us) {
                 continue;
@@ -1089,6 +1119,10 @@ impl ReceiverSession {
                 .is_some_and(|play| now_us.saturating_add(slack) < play)
             {
                 self.needed_recovery_at = Some(now);
+                if !recovering {
+                    recovering = true;
+                    self.jitter.set_recovery_allowance(Some(allowance));
+                }
             }
             if !reachable(&self.jitter, capture) {
                 continue;
@@ -1100,15 +1134,15 @@ impl ReceiverSession {
             });
             asked_now.push((seq, Vec::new(), true));
         }
-        // The frame after the newest seen, if it is overdue: nothing of it has come a frame
-        // interval plus the 95th percentile of transit plus the wait after the newest frame's
-        // capture. Asking costs little: a sender that never sent it refuses (as invalid).
+        // The frames after the newest seen that are overdue: nothing of frame `newest + i`
+        // has come `i` frame intervals plus the 95th percentile of transit plus the wait after
+        // the newest frame's capture. The rest of a burst is asked for while it lasts, not
+        // once a frame after it arrives. Asking costs little: a sender that never sent a
+        // frame refuses (as invalid), and a frame seen after the newest withdraws these
+        // guesses beyond it (`on_first_fragment`).
         let expected = self.next_seq_seen;
         if expected > 0
             && self.phase == Phase::Running
-            && !self.reassembler.is_partial(expected)
-            && !self.reassembler.is_done(expected)
-            && due(self.asked.get(&expected))
             && let (Some((&last, &last_capture)), Some(transit)) = (
                 self.captures.last_key_value(),
                 self.jitter.transit_percentile_us(0.95),
@@ -1116,27 +1150,54 @@ impl ReceiverSession {
             && last + 1 == expected
             && let Some(interval) = self.frame_interval_us
         {
-            let capture = last_capture.saturating_add(interval);
-            let overdue = capture
-                .saturating_add_signed(transit)
-                .saturating_add(micros_of(wait));
-            if now_us > overdue {
+            // Only the next one is guessed at on a path that has not been losing frames (a
+            // frame held up in a hiccup, asked for, would be taken for a copy, which the
+            // adaptive playout does not follow), or with a standing queue, where frames come
+            // late rather than not at all, and copies add load.
+            let ahead = if congested || !recovering {
+                1
+            } else {
+                MAX_ASK_AHEAD
+            };
+            for i in 0..ahead {
+                let seq = expected + i;
+                if i > 0 && interval.saturating_mul(i) > micros_of(MAX_ASK_AHEAD_SPAN) {
+                    break;
+                }
+                let capture = last_capture.saturating_add(interval.saturating_mul(i + 1));
+                let overdue = capture
+                    .saturating_add_signed(transit)
+                    .saturating_add(micros_of(wait));
+                if now_us <= overdue {
+                    break;
+                }
+                if self.reassembler.is_partial(seq)
+                    || self.reassembler.is_done(seq)
+                    || !due(self.asked.get(&seq))
+                {
+                    continue;
+                }
                 if self
                     .jitter
                     .playout_with_allowance_us(capture, allowance)
                     .is_some_and(|play| now_us.saturating_add(slack) < play)
                 {
                     self.needed_recovery_at = Some(now);
+                    if !recovering {
+                        recovering = true;
+                        self.jitter.set_recovery_allowance(Some(allowance));
+                    }
                 }
                 if reachable(&self.jitter, capture) {
                     entries.push(NackEntry {
-                        seq: expected,
+                        seq,
                         first: 0,
                         count: 0,
                     });
                 }
-                // Asked for, or too late to: either way not looked at again before `due`.
-                asked_now.push((expected, Vec::new(), true));
+                // Asked for, or too late to: either way not looked at again before `due` (a
+                // frame merely delayed behind a queue must not keep room open each scan).
+                asked_now.push((seq, Vec::new(), true));
             }
         }
         for (seq, runs, whole) in asked_now {

@@ -711,12 +711,24 @@ impl SenderSession {
         if self.cfg.nack {
             // Worth sending again until the frame plays: the receiver's playout delay, once
             // it has said it, else the sending deadline.
-            let horizon = match self.last_report.map(|r| r.target_delay_us) {
-                Some(us) if us > 0 => Duration::from_micros(us).min(MAX_RETRANSMIT_HORIZON),
-                _ => self.cfg.deadline,
+            // Kept a round trip longer: the receiver makes room for a copy at once when
+            // fragments go missing after a quiet spell, before its next report says so.
+            let (plays, horizon) = match self.last_report {
+                Some(r) if r.target_delay_us > 0 => {
+                    let target = Duration::from_micros(r.target_delay_us);
+                    let rtt = Duration::from_micros(r.rtt_us);
+                    (target, (target + rtt).min(MAX_RETRANSMIT_HORIZON))
+                }
+                _ => (self.cfg.deadline, self.cfg.deadline),
             };
-            let expires = front.capture + horizon;
-            self.retx.on_sent(seq, index, count, &d, expires);
+            self.retx.on_sent(
+                seq,
+                index,
+                count,
+                &d,
+                front.capture + plays.min(horizon),
+                front.capture + horizon,
+            );
         }
         if last_of_frame && let Some(q) = self.queue.pop_front() {
             self.queued_bytes -= q.body.len();
@@ -879,6 +891,7 @@ impl SenderSession {
     /// at once, a fall smoothed, so parity follows loss up quickly and down slowly.
     fn on_report(&mut self, now: Instant, r: &Report) {
         const MIN_FRAGMENTS: u64 = 50;
+        self.retx.set_one_way(Duration::from_micros(r.rtt_us / 2));
         self.check_fec_effect(now, r);
         let base = self.loss_mark.unwrap_or_default();
         let expected = r.fragments_expected.saturating_sub(base.fragments_expected);
