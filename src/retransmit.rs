@@ -30,7 +30,7 @@ const BUDGET_SHARE: f64 = 0.5;
 /// at the earliest) when it would otherwise arrive after its frame plays.
 pub const COPY_SPACING: std::time::Duration = std::time::Duration::from_millis(15);
 /// Margin by which a second copy is meant to arrive before its frame plays.
-const COPY_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
+pub const COPY_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What the store counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -237,9 +237,46 @@ const MAX_ASK_AHEAD: u64 = 32;
 const MAX_ASK_AHEAD_SPAN: Duration = Duration::from_millis(50);
 /// How long after a request its copies are given before the frame is asked for again, on top
 /// of the round trip and the wait: the sender's second copy goes up to
-/// [`crate::retransmit::COPY_SPACING`] after the first, plus a margin.
+/// [`crate::retransmit::COPY_SPACING`] after the first, plus the margin it keeps.
 const RETRY_AFTER: Duration =
-    Duration::from_millis(crate::retransmit::COPY_SPACING.as_millis() as u64 + 2);
+    crate::retransmit::COPY_SPACING.saturating_add(crate::retransmit::COPY_MARGIN);
+/// The retransmission room as one scan of [`ReceiverSession::ask_again`] sees it.
+struct RecoveryRoom {
+    /// Room a copy needs: the wait, the scan and the copy's trip.
+    allowance: Duration,
+    /// Whether the playout delay keeps that room (losses were repaired lately).
+    recovering: bool,
+    now: Instant,
+    now_us: u64,
+    /// The copy's trip, µs: it must arrive that long before its frame plays.
+    slack: u64,
+}
+
+impl RecoveryRoom {
+    /// Notes a missing frame captured at `capture_us`: when a copy would arrive in time with
+    /// the room (not for frames, such as large keyframes losing their tail in a queue, that
+    /// no reasonable room would save), retransmission is needed (`needed_at`), and the room is
+    /// made at once, not at the next scan, so that the first loss after a quiet spell is saved
+    /// too.
+    fn note(
+        &mut self,
+        jitter: &mut JitterBuffer,
+        needed_at: &mut Option<Instant>,
+        capture_us: u64,
+    ) {
+        let saved = jitter
+            .playout_with_allowance_us(capture_us, self.allowance)
+            .is_some_and(|play| self.now_us.saturating_add(self.slack) < play);
+        if saved {
+            *needed_at = Some(self.now);
+            if !self.recovering {
+                self.recovering = true;
+                jitter.set_recovery_allowance(Some(self.allowance));
+            }
+        }
+    }
+}
+
 /// Frames whose requests are remembered at most.
 const MAX_ASKED: usize = 2048;
 
@@ -1010,7 +1047,7 @@ impl ReceiverSession {
             rtt + Duration::from_millis(2)
         };
         let allowance = trip + wait + NACK_SCAN;
-        let mut recovering = self
+        let recovering = self
             .needed_recovery_at
             .is_some_and(|t| now < t + RECOVERY_MEMORY);
         self.jitter
@@ -1031,8 +1068,15 @@ impl ReceiverSession {
         {
             self.captures.pop_first();
         }
-        let now_us = self.anchor.micros(now);
+        let now_us = self.micros(now);
         let slack = micros_of(trip);
+        let mut room = RecoveryRoom {
+            allowance,
+            recovering,
+            now,
+            now_us,
+            slack,
+        };
         let reachable = |jitter: &JitterBuffer, capture_us: u64| {
             jitter
                 .playout_us(capture_us)
@@ -1056,22 +1100,11 @@ impl ReceiverSession {
             if seq < next_play || now < p.last_at + wait {
                 continue;
             }
-            // Retransmission is needed (and the playout delay makes room for it) when a copy
-            // would arrive in time with that room: not for frames, such as large keyframes
-            // losing their tail in a queue, that no reasonable room would save.
-            if self
-                .jitter
-                .playout_with_allowance_us(p.header.capture_us, allowance)
-                .is_some_and(|play| now_us.saturating_add(slack) < play)
-            {
-                self.needed_recovery_at = Some(now);
-                // The room is made now, not at the next scan: the first loss after a quiet
-                // spell is saved too.
-                if !recovering {
-                    recovering = true;
-                    self.jitter.set_recovery_allowance(Some(allowance));
-                }
-            }
+            room.note(
+                &mut self.jitter,
+                &mut self.needed_recovery_at,
+                p.header.capture_us,
+            );
             if !due(self.asked.get(&seq)) || !reachable(&self.jitter, p.header.capture_us) {
                 continue;
             }
@@ -1113,17 +1146,7 @@ impl ReceiverSession {
             let Some((_, &capture)) = self.captures.first_from(&seq) else {
                 continue;
             };
-            if self
-                .jitter
-                .playout_with_allowance_us(capture, allowance)
-                .is_some_and(|play| now_us.saturating_add(slack) < play)
-            {
-                self.needed_recovery_at = Some(now);
-                if !recovering {
-                    recovering = true;
-                    self.jitter.set_recovery_allowance(Some(allowance));
-                }
-            }
+            room.note(&mut self.jitter, &mut self.needed_recovery_at, capture);
             if !reachable(&self.jitter, capture) {
                 continue;
             }
@@ -1154,7 +1177,7 @@ impl ReceiverSession {
             // frame held up in a hiccup, asked for, would be taken for a copy, which the
             // adaptive playout does not follow), or with a standing queue, where frames come
             // late rather than not at all, and copies add load.
-            let ahead = if congested || !recovering {
+            let ahead = if congested || !room.recovering {
                 1
             } else {
                 MAX_ASK_AHEAD
@@ -1177,17 +1200,7 @@ impl ReceiverSession {
                 {
                     continue;
                 }
-                if self
-                    .jitter
-                    .playout_with_allowance_us(capture, allowance)
-                    .is_some_and(|play| now_us.saturating_add(slack) < play)
-                {
-                    self.needed_recovery_at = Some(now);
-                    if !recovering {
-                        recovering = true;
-                        self.jitter.set_recovery_allowance(Some(allowance));
-                    }
-                }
+                room.note(&mut self.jitter, &mut self.needed_recovery_at, capture);
                 if reachable(&self.jitter, capture) {
                     entries.push(NackEntry {
                         seq,
