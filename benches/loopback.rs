@@ -53,7 +53,7 @@ use rtq::compress::CompressLevel;
 use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use rtq::net::sender::{SendOptions, SourceSpec};
 use rtq::net::tls::{Fingerprint, Identity, Trust, client_config, server_config};
-use rtq::net::transport::{SOCKET_BUFFER, TransportOptions, bind_udp, transport_config};
+use rtq::net::transport::{SOCKET_BUFFER, TransportOptions, transport_config};
 use rtq::net::{Shutdown, now};
 use rtq::session::{ReceiverConfig, SenderConfig};
 use rtq::source::{SourceKind, SyntheticSource};
@@ -776,20 +776,19 @@ async fn send_rtq_core(job: Job, ready: Ready) -> Sent {
     Sent { frames, start_us }
 }
 
-/// A loopback UDP socket with the kernel buffers rtq's shells ask for, so that every
-/// contender has the same room for bursts.
-fn udp() -> std::net::UdpSocket {
-    bind_udp("127.0.0.1:0".parse().unwrap(), SOCKET_BUFFER)
-        .unwrap()
-        .0
+/// A loopback UDP socket for the raw-UDP contender, with the kernel buffers rtq's shells ask
+/// for, as every contender has: the same room for bursts.
+fn tokio_udp() -> tokio::net::UdpSocket {
+    rtq::net::transport::tokio_udp(LOOPBACK, SOCKET_BUFFER).unwrap()
 }
 
-/// [`udp`] for the raw-UDP contender.
-fn tokio_udp() -> tokio::net::UdpSocket {
-    let socket = udp();
-    socket.set_nonblocking(true).unwrap();
-    tokio::net::UdpSocket::from_std(socket).unwrap()
+/// A quinn endpoint on loopback with those buffers.
+fn endpoint(server: Option<quinn::ServerConfig>) -> quinn::Endpoint {
+    rtq::net::transport::endpoint(LOOPBACK, SOCKET_BUFFER, Default::default(), server).unwrap()
 }
+
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// A quinn server endpoint with a fresh self-signed certificate, announced through `ready`.
 fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
@@ -800,13 +799,7 @@ fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
     let mut transport = transport_config(&TransportOptions::default());
     transport.max_concurrent_uni_streams(1u32.into());
     server_cfg.transport_config(Arc::new(transport));
-    let server = quinn::Endpoint::new(
-        Default::default(),
-        Some(server_cfg),
-        udp(),
-        Arc::new(quinn::TokioRuntime),
-    )
-    .unwrap();
+    let server = endpoint(Some(server_cfg));
     ready
         .send(Ready {
             addr: server.local_addr().unwrap(),
@@ -820,13 +813,7 @@ fn quinn_server(ready: oneshot::Sender<Ready>) -> quinn::Endpoint {
 async fn connect(ready: Ready) -> (quinn::Endpoint, quinn::Connection) {
     let mut cfg = client_config(Trust::Pin(ready.fingerprint.unwrap())).unwrap();
     cfg.transport_config(Arc::new(transport_config(&TransportOptions::default())));
-    let client = quinn::Endpoint::new(
-        Default::default(),
-        None,
-        udp(),
-        Arc::new(quinn::TokioRuntime),
-    )
-    .unwrap();
+    let client = endpoint(None);
     let conn = client
         .connect_with(cfg, ready.addr, "localhost")
         .unwrap()

@@ -127,11 +127,7 @@ impl Input {
     pub async fn udp(addr: std::net::SocketAddr) -> std::io::Result<Self> {
         // A large kernel buffer: a burst from the source must not be dropped while this task
         // waits for a core.
-        let socket = super::transport::bind_udp(addr, super::transport::SOCKET_BUFFER)
-            .and_then(|(s, _)| {
-                s.set_nonblocking(true)?;
-                tokio::net::UdpSocket::from_std(s)
-            })
+        let socket = super::transport::tokio_udp(addr, super::transport::SOCKET_BUFFER)
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),

@@ -143,15 +143,12 @@ impl Receiver {
         let fingerprint = identity.fingerprint();
         let endpoint_config = restart_aware(&identity);
         let server = Self::server_config(&opts, identity)?;
-        let endpoint = super::transport::bind_udp(opts.listen, opts.transport.socket_buffer)
-            .and_then(|(socket, _)| {
-                quinn::Endpoint::new(
-                    endpoint_config,
-                    Some(server),
-                    socket,
-                    Arc::new(quinn::TokioRuntime),
-                )
-            })
+        let endpoint = super::transport::endpoint(
+            opts.listen,
+            opts.transport.socket_buffer,
+            endpoint_config,
+            Some(server),
+        )
             .map_err(|source| {
             let hint = match source.kind() {
                 std::io::ErrorKind::AddrInUse => " (the port is in use: stop the other program or pick another port with --listen)",

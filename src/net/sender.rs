@@ -198,16 +198,13 @@ pub async fn run(opts: SendOptions, shutdown: Shutdown) -> Result<SendOutcome, S
     }
     .parse()
     .map_err(|_| SendError::Bind(std::io::Error::other("bad bind address")))?;
-    let endpoint = super::transport::bind_udp(bind, opts.transport.socket_buffer)
-        .and_then(|(socket, _)| {
-            quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                socket,
-                Arc::new(quinn::TokioRuntime),
-            )
-        })
-        .map_err(SendError::Bind)?;
+    let endpoint = super::transport::endpoint(
+        bind,
+        opts.transport.socket_buffer,
+        quinn::EndpointConfig::default(),
+        None,
+    )
+    .map_err(SendError::Bind)?;
     run_on(endpoint, addr, opts, shutdown).await
 }
 

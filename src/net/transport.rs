@@ -142,6 +142,27 @@ pub fn bind_udp(
     Ok((socket.into(), granted))
 }
 
+/// A QUIC endpoint on a socket from [`bind_udp`] (a server when `server` is given).
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    buffer: usize,
+    config: quinn::EndpointConfig,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let (socket, _) = bind_udp(addr, buffer)?;
+    quinn::Endpoint::new(config, server, socket, Arc::new(quinn::TokioRuntime))
+}
+
+/// A tokio UDP socket from [`bind_udp`] (must be called inside a tokio runtime).
+pub fn tokio_udp(
+    addr: std::net::SocketAddr,
+    buffer: usize,
+) -> std::io::Result<tokio::net::UdpSocket> {
+    let (socket, _) = bind_udp(addr, buffer)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
+}
+
 /// Bytes of received datagrams QUIC holds for the application.
 pub const DATAGRAM_RECEIVE_BUFFER: usize = 4 << 20;
 /// Receive window of the control stream.
