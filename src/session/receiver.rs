@@ -662,7 +662,10 @@ impl ReceiverSession {
         if self.captures.len() > MAX_ASKED {
             self.captures.pop_first();
         }
-        if h.seq >= self.next_seq_seen {
+        // (Looked at only when there are such guesses: this runs for every new frame.)
+        if h.seq >= self.next_seq_seen
+            && self.asked.last_key_value().is_some_and(|(&k, _)| k > h.seq)
+        {
             // Requests for frames beyond it were guesses from the expected frame times; the
             // frames after it are expected anew.
             drop(self.asked.split_off(&h.seq.saturating_add(1)));
