@@ -564,7 +564,7 @@ pub struct FecStats {
 #[derive(Debug)]
 struct FrameShards {
     count: u16,
-    shards: crate::slots::Slots<Bytes>,
+    shards: smallvec::SmallVec<[Option<Bytes>; 1]>,
 }
 
 #[derive(Debug)]
@@ -723,7 +723,7 @@ impl FecDecoder {
         self.top = self.top.max(h.seq);
         let entry = self.frames.get_or_insert_with(h.seq, || FrameShards {
             count: h.count,
-            shards: crate::slots::Slots::new(usize::from(h.count)),
+            shards: smallvec::smallvec![None; usize::from(h.count)],
         });
         if entry.count != h.count {
             // A re-cut: keep the newer cut (more fragments), as the reassembler does.
@@ -734,7 +734,7 @@ impl FecDecoder {
             self.bytes -= old;
             *entry = FrameShards {
                 count: h.count,
-                shards: crate::slots::Slots::new(usize::from(h.count)),
+                shards: smallvec::smallvec![None; usize::from(h.count)],
             };
         }
         if let Some(slot) = entry.shards.get_mut(usize::from(h.index))

@@ -32,7 +32,6 @@ pub mod reassemble;
 pub mod retransmit;
 pub mod seqmap;
 pub mod session;
-pub mod slots;
 pub mod sorted;
 pub mod source;
 pub mod stats;

@@ -47,7 +47,7 @@ pub struct RetransmitStats {
 
 #[derive(Debug)]
 struct Kept {
-    datagrams: crate::slots::Slots<Bytes>,
+    datagrams: smallvec::SmallVec<[Option<Bytes>; 1]>,
     /// When the frame plays at the receiver (as last reported).
     plays: Instant,
     expires: Instant,
@@ -141,7 +141,7 @@ impl RetransmitStore {
     ) {
         self.budget = (self.budget + BUDGET_SHARE * d.len() as f64).min(BUDGET_MAX);
         let kept = self.frames.get_or_insert_with(seq, || Kept {
-            datagrams: crate::slots::Slots::new(usize::from(count)),
+            datagrams: smallvec::smallvec![None; usize::from(count)],
             plays,
             expires,
             resends: 0,
@@ -151,7 +151,7 @@ impl RetransmitStore {
             // Re-cut part-way: the earlier cut's datagrams are not what is on the wire now.
             self.bytes -= kept.bytes;
             *kept = Kept {
-                datagrams: crate::slots::Slots::new(usize::from(count)),
+                datagrams: smallvec::smallvec![None; usize::from(count)],
                 plays,
                 expires,
                 resends: 0,
