@@ -283,7 +283,8 @@ impl RetransmitStore {
             }
             self.stats.retransmitted += 1;
             self.stats.retransmitted_bytes += d.len() as u64;
-            return Some((d, expires));
+            // Marked, so that the receiver tells it from the original held up on the path.
+            return Some((crate::wire::datagram::mark_copy(&d), expires));
         }
         None
     }
@@ -303,8 +304,11 @@ mod tests {
     use proptest::prelude::*;
     use std::time::Duration;
 
+    /// A datagram of frame `seq`, fragment `index` (its marks byte clear, as sent first).
     fn d(seq: u64, index: u16) -> Bytes {
-        Bytes::from(vec![seq as u8 ^ index as u8; 1000])
+        let mut v = vec![seq as u8 ^ index as u8; 1000];
+        v[3] = 0;
+        Bytes::from(v)
     }
 
     fn store_with(frames: u64, count: u16, t0: Instant) -> RetransmitStore {
@@ -318,8 +322,16 @@ mod tests {
         s
     }
 
+    /// What the store sends now: each a marked copy, returned as the datagram it copies.
     fn drain(s: &mut RetransmitStore, now: Instant) -> Vec<Bytes> {
-        std::iter::from_fn(|| s.poll(now, 1500).map(|(d, _)| d)).collect()
+        std::iter::from_fn(|| s.poll(now, 1500).map(|(d, _)| d))
+            .map(|copy| {
+                assert!(crate::wire::datagram::is_copy(&copy), "sent unmarked");
+                let mut v = copy.to_vec();
+                v[3] = 0;
+                Bytes::from(v)
+            })
+            .collect()
     }
 
     #[test]

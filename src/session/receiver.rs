@@ -30,6 +30,7 @@ use crate::wire::control::{
     ControlDecoder, ControlMessage, Goodbye, Hello, MAX_NACK_ENTRIES, Nack, NackEntry, Ping,
     Report, Role, Summary,
 };
+use crate::wire::datagram::is_copy;
 use crate::wire::datagram::{FragmentHeader, FrameFlags, HEADER_LEN};
 use crate::wire::parity::{PARITY_HEADER_LEN, ParityHeader, TYPE_PARITY, datagram_type};
 use crate::wire::{CloseCode, VERSION};
@@ -201,17 +202,6 @@ struct Asked {
     at: Instant,
     /// Requests sent.
     tries: u8,
-    /// Fragment runs asked for; empty with `whole`.
-    runs: Vec<(u16, u16)>,
-    /// The whole frame was asked for (nothing of it had arrived).
-    whole: bool,
-}
-
-impl Asked {
-    fn covers(&self, index: u16) -> bool {
-        self.tries > 0
-            && (self.whole || self.runs.iter().any(|&(f, c)| index >= f && index - f < c))
-    }
 }
 
 fn micros_of(d: Duration) -> u64 {
@@ -220,7 +210,7 @@ fn micros_of(d: Duration) -> u64 {
 
 /// How often the receiver looks for fragments to ask for again.
 const NACK_SCAN: Duration = Duration::from_millis(5);
-/// How long after fragments last went missing the playout delay keeps room for
+/// How long after a copy last filled in for a lost fragment the playout delay keeps room for
 /// retransmission.
 const RECOVERY_MEMORY: Duration = Duration::from_secs(10);
 
@@ -244,6 +234,9 @@ const RETRY_AFTER: Duration =
 struct RecoveryRoom {
     /// Room a copy needs: the wait, the scan and the copy's trip.
     allowance: Duration,
+    /// How long the room is kept for a loss noticed, until its copies show whether the
+    /// original was lost (a copy fills it in) or merely held up (it came itself).
+    hold: Duration,
     /// Whether the playout delay keeps that room (losses were repaired lately).
     recovering: bool,
     now: Instant,
@@ -255,20 +248,22 @@ struct RecoveryRoom {
 impl RecoveryRoom {
     /// Notes a missing frame captured at `capture_us`: when a copy would arrive in time with
     /// the room (not for frames, such as large keyframes losing their tail in a queue, that
-    /// no reasonable room would save), retransmission is needed (`needed_at`), and the room is
-    /// made at once, not at the next scan, so that the first loss after a quiet spell is saved
-    /// too.
+    /// no reasonable room would save), the room is made at once, not at the next scan, so
+    /// that the first loss after a quiet spell is saved too, and kept until the copies are
+    /// due (`held_until`). Whether it stays longer is up to the copies: only one that fills
+    /// in for an original that never came shows the path losing datagrams
+    /// ([`RECOVERY_MEMORY`]); a frame held up in a scheduling hiccup looks missing too.
     fn note(
         &mut self,
         jitter: &mut JitterBuffer,
-        needed_at: &mut Option<Instant>,
+        held_until: &mut Option<Instant>,
         capture_us: u64,
     ) {
         let saved = jitter
             .playout_with_allowance_us(capture_us, self.allowance)
             .is_some_and(|play| self.now_us.saturating_add(self.slack) < play);
         if saved {
-            *needed_at = Some(self.now);
+            *held_until = Some(self.now + self.hold);
             if !self.recovering {
                 self.recovering = true;
                 jitter.set_recovery_allowance(Some(self.allowance));
@@ -308,8 +303,12 @@ pub struct ReceiverSession {
     fec: FecDecoder,
     loss: LossMeter,
     asked: std::collections::BTreeMap<u64, Asked>,
-    /// When fragments last went missing past the wait (retransmission was needed).
+    /// When a copy last filled in a fragment whose original never came (retransmission was
+    /// needed).
     needed_recovery_at: Option<Instant>,
+    /// Until when the room for fragments noticed missing is kept while their copies are due
+    /// ([`RecoveryRoom::note`]).
+    room_held_until: Option<Instant>,
     /// When the path last held a standing queue (see [`Self::congested`]).
     queued_at: Option<Instant>,
     /// Time between consecutive frames' captures, smoothed, µs.
@@ -356,6 +355,7 @@ impl ReceiverSession {
             loss: LossMeter::default(),
             asked: Default::default(),
             needed_recovery_at: None,
+            room_held_until: None,
             queued_at: None,
             frame_interval_us: None,
             captures: Default::default(),
@@ -572,19 +572,10 @@ impl ReceiverSession {
                 return;
             }
         };
-        // A fragment asked for again that arrives within half a round trip of the request is
-        // the original, late (a copy takes a whole round trip); after that, it is taken for
-        // the copy.
-        let rtt = Duration::from_micros(self.clock.min_rtt_us().unwrap_or(0) / 2);
+        // A copy says so: an original held up on the path (asked for, then arriving after
+        // all) arrived by itself, and is no loss.
         let origin = match origin {
-            Origin::Wire
-                if self
-                    .asked
-                    .get(&header.seq)
-                    .is_some_and(|a| a.covers(header.index) && now >= a.at + rtt) =>
-            {
-                Origin::Retransmit
-            }
+            Origin::Wire if is_copy(&datagram) => Origin::Retransmit,
             o => o,
         };
         let body = datagram.slice(HEADER_LEN..);
@@ -601,7 +592,11 @@ impl ReceiverSession {
         if accepted.is_ok() {
             match origin {
                 Origin::Fec => self.stats.fec_recovered += 1,
-                Origin::Retransmit => self.stats.retransmit_recovered += 1,
+                Origin::Retransmit => {
+                    // The original never came (a copy that is not needed is a duplicate).
+                    self.stats.retransmit_recovered += 1;
+                    self.needed_recovery_at = Some(now);
+                }
                 Origin::Wire => {}
             }
         }
@@ -1052,7 +1047,8 @@ impl ReceiverSession {
         let allowance = trip + wait + NACK_SCAN;
         let recovering = self
             .needed_recovery_at
-            .is_some_and(|t| now < t + RECOVERY_MEMORY);
+            .is_some_and(|t| now < t + RECOVERY_MEMORY)
+            || self.room_held_until.is_some_and(|t| now < t);
         self.jitter
             .set_recovery_allowance(recovering.then_some(allowance));
         let next_play = self.jitter.next_seq();
@@ -1073,8 +1069,17 @@ impl ReceiverSession {
         }
         let now_us = self.micros(now);
         let slack = micros_of(trip);
+        // Asked again once both copies have had their round trip (and the wait) to come; with
+        // a standing queue, whose round trip is longer than the minimum, 1.5 round trips.
+        let retry = if congested {
+            rtt + rtt / 2 + wait
+        } else {
+            rtt + wait + RETRY_AFTER
+        };
         let mut room = RecoveryRoom {
             allowance,
+            // Both requests' copies have come by then.
+            hold: allowance + retry,
             recovering,
             now,
             now_us,
@@ -1084,13 +1089,6 @@ impl ReceiverSession {
             jitter
                 .playout_us(capture_us)
                 .is_some_and(|play| now_us.saturating_add(slack) < play)
-        };
-        // Asked again once both copies have had their round trip (and the wait) to come; with
-        // a standing queue, whose round trip is longer than the minimum, 1.5 round trips.
-        let retry = if congested {
-            rtt + rtt / 2 + wait
-        } else {
-            rtt + wait + RETRY_AFTER
         };
         let due = |asked: Option<&Asked>| match asked {
             None => true,
@@ -1105,17 +1103,16 @@ impl ReceiverSession {
             }
             room.note(
                 &mut self.jitter,
-                &mut self.needed_recovery_at,
+                &mut self.room_held_until,
                 p.header.capture_us,
             );
             if !due(self.asked.get(&seq)) || !reachable(&self.jitter, p.header.capture_us) {
                 continue;
             }
-            let runs: Vec<(u16, u16)> = p.missing_runs().collect();
-            for &(first, count) in &runs {
+            for (first, count) in p.missing_runs() {
                 entries.push(NackEntry { seq, first, count });
             }
-            asked_now.push((seq, runs, false));
+            asked_now.push(seq);
         }
         // Frames of which nothing arrived, between what plays next and the newest seen (at
         // most 256 of them: a sender does not skip more, and a forged number costs nothing).
@@ -1130,15 +1127,7 @@ impl ReceiverSession {
             match self.asked.get(&seq) {
                 None => {
                     // Noticed now; asked for once it has been missing for the wait.
-                    self.asked.insert(
-                        seq,
-                        Asked {
-                            at: now,
-                            tries: 0,
-                            runs: Vec::new(),
-                            whole: true,
-                        },
-                    );
+                    self.asked.insert(seq, Asked { at: now, tries: 0 });
                     continue;
                 }
                 Some(a) if a.tries == 0 && now < a.at + wait => continue,
@@ -1149,7 +1138,7 @@ impl ReceiverSession {
             let Some((_, &capture)) = self.captures.first_from(&seq) else {
                 continue;
             };
-            room.note(&mut self.jitter, &mut self.needed_recovery_at, capture);
+            room.note(&mut self.jitter, &mut self.room_held_until, capture);
             if !reachable(&self.jitter, capture) {
                 continue;
             }
@@ -1158,7 +1147,7 @@ impl ReceiverSession {
                 first: 0,
                 count: 0,
             });
-            asked_now.push((seq, Vec::new(), true));
+            asked_now.push(seq);
         }
         // The frames after the newest seen that are overdue: nothing of frame `newest + i`
         // has come `i` frame intervals plus the 95th percentile of transit plus the wait after
@@ -1203,7 +1192,7 @@ impl ReceiverSession {
                 {
                     continue;
                 }
-                room.note(&mut self.jitter, &mut self.needed_recovery_at, capture);
+                room.note(&mut self.jitter, &mut self.room_held_until, capture);
                 if reachable(&self.jitter, capture) {
                     entries.push(NackEntry {
                         seq,
@@ -1213,22 +1202,13 @@ impl ReceiverSession {
                 }
                 // Asked for, or too late to: either way not looked at again before `due` (a
                 // frame merely delayed behind a queue must not keep room open each scan).
-                asked_now.push((seq, Vec::new(), true));
+                asked_now.push(seq);
             }
         }
-        for (seq, runs, whole) in asked_now {
-            let a = self.asked.entry(seq).or_insert(Asked {
-                at: now,
-                tries: 0,
-                runs: Vec::new(),
-                whole,
-            });
+        for seq in asked_now {
+            let a = self.asked.entry(seq).or_insert(Asked { at: now, tries: 0 });
             a.at = now;
             a.tries += 1;
-            a.whole = whole;
-            if !whole {
-                a.runs = runs;
-            }
         }
         while self.asked.len() > MAX_ASKED {
             self.asked.pop_first();
@@ -1755,7 +1735,10 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         let mut i = 0u64;
         Box::new(move |d: &[u8]| {
-            if d[1] != crate::wire::datagram::TYPE_FRAGMENT || !seen.insert(d.to_vec()) {
+            if d[1] != crate::wire::datagram::TYPE_FRAGMENT
+                || crate::wire::datagram::is_copy(d)
+                || !seen.insert(d.to_vec())
+            {
                 return false;
             }
             i += 1;

@@ -3,7 +3,7 @@
 //! ```text
 //!  0       1       2       3       4                               12
 //! +-------+-------+-------+-------+-------------------------------+
-//! |version| type  | flags | rsvd  |        frame sequence (u64)    |
+//! |version| type  | flags | marks |        frame sequence (u64)    |
 //! +-------+-------+-------+-------+-------------------------------+
 //! 12                              20              24              28      30      32
 //! +-------------------------------+---------------+---------------+-------+-------+
@@ -21,6 +21,27 @@ pub const HEADER_LEN: usize = 32;
 
 /// Datagram type of a frame fragment. Other values are reserved (FEC parity comes later).
 pub const TYPE_FRAGMENT: u8 = 0;
+
+/// Offset of the `marks` byte: what a datagram is, as against the frame it carries.
+const MARKS_AT: usize = 3;
+/// Mark: the datagram is a copy sent again at the receiver's request, not the original.
+const MARK_COPY: u8 = 0x01;
+
+/// Whether `datagram` (a fragment, already parsed) is a copy sent again at the receiver's
+/// request rather than the original: an original held up on the path and a copy look alike
+/// otherwise, and only a copy shows that the original was lost.
+pub fn is_copy(datagram: &[u8]) -> bool {
+    datagram.get(MARKS_AT).is_some_and(|&m| m & MARK_COPY != 0)
+}
+
+/// `datagram` (a fragment) marked as a copy sent again ([`is_copy`]).
+pub fn mark_copy(datagram: &[u8]) -> bytes::Bytes {
+    let mut copy = bytes::BytesMut::from(datagram);
+    if let Some(m) = copy.get_mut(MARKS_AT) {
+        *m |= MARK_COPY;
+    }
+    copy.freeze()
+}
 
 /// Per-frame flags carried in every fragment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -164,7 +185,7 @@ impl FragmentHeader {
         out[0] = VERSION;
         out[1] = TYPE_FRAGMENT;
         out[2] = self.flags.bits();
-        out[3] = 0;
+        out[MARKS_AT] = 0;
         out[4..12].copy_from_slice(&self.seq.to_be_bytes());
         out[12..20].copy_from_slice(&self.capture_us.to_be_bytes());
         out[20..24].copy_from_slice(&self.frame_len.to_be_bytes());
@@ -195,7 +216,8 @@ impl FragmentHeader {
             return Err(DatagramError::UnknownType(kind));
         }
         let flag_bits = r.u8().ok_or(truncated)?;
-        let _reserved = r.u8().ok_or(truncated)?;
+        // The marks (`is_copy`) say how the datagram came, not what it carries.
+        let _marks = r.u8().ok_or(truncated)?;
         let seq = r.u64().ok_or(truncated)?;
         let capture_us = r.u64().ok_or(truncated)?;
         let frame_len = r.u32().ok_or(truncated)?;
@@ -379,6 +401,22 @@ mod tests {
             let (parsed, body) = FragmentHeader::parse(&buf).unwrap();
             prop_assert_eq!(parsed, h);
             prop_assert_eq!(body.len(), h.range().len());
+            // A copy parses to the same header and body, and says it is one.
+            prop_assert!(!is_copy(&buf));
+            let copy = mark_copy(&buf);
+            prop_assert!(is_copy(&copy));
+            let (parsed_copy, copy_body) = FragmentHeader::parse(&copy).unwrap();
+            prop_assert_eq!(parsed_copy, h);
+            prop_assert_eq!(copy_body, body);
+            prop_assert_eq!(&copy[..MARKS_AT], &buf[..MARKS_AT]);
+            prop_assert_eq!(&copy[MARKS_AT + 1..], &buf[MARKS_AT + 1..]);
+        }
+
+        #[test]
+        fn marking_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let copy = mark_copy(&bytes);
+            prop_assert_eq!(copy.len(), bytes.len());
+            prop_assert_eq!(is_copy(&copy), bytes.len() > MARKS_AT);
         }
 
         #[test]
