@@ -648,6 +648,10 @@ impl FecDecoder {
             return Vec::new();
         }
         self.store(h, datagram);
+        if self.groups.is_empty() {
+            // No parity held (a sender without FEC, or none lately): nothing to decode.
+            return Vec::new();
+        }
         let lo = h.seq.saturating_sub(u64::from(MAX_GROUP_FRAMES) - 1);
         let keys: Vec<(u64, u16)> = self
             .groups

@@ -275,7 +275,7 @@ impl SlidingWindow {
         if n == 0 {
             return None;
         }
-        let rank = ((p.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n) - 1;
+        let rank = ceil_usize(p.clamp(0.0, 1.0) * n as f64).clamp(1, n) - 1;
         self.sorted.get(rank)
     }
 
@@ -283,6 +283,14 @@ impl SlidingWindow {
     fn len(&self) -> usize {
         self.by_time.len()
     }
+}
+
+/// `x.ceil() as usize` for `x` in `0.0..=n` (`n` a count): the same value without `f64::ceil`,
+/// which the baseline x86-64 target has no instruction for (a library call per percentile,
+/// two per frame). Exact: `x` and every integer up to it are exact in `f64` (below 2^53).
+fn ceil_usize(x: f64) -> usize {
+    let t = x as usize;
+    if (t as f64) < x { t + 1 } else { t }
 }
 
 /// The transit percentile the retransmission allowance is added to.
@@ -915,7 +923,27 @@ mod tests {
         assert_eq!((w.len(), w.percentile(0.5)), (1, Some(0)));
     }
 
+    #[test]
+    fn ceil_usize_rounds_up_fractions_only() {
+        for (x, want) in [
+            (0.0, 0),
+            (0.5, 1),
+            (1.0, 1),
+            (4055.04, 4056),
+            (4096.0, 4096),
+        ] {
+            assert_eq!(ceil_usize(x), want, "{x}");
+        }
+    }
+
     proptest! {
+        /// `ceil_usize` is `ceil` for the products a percentile's rank is taken from.
+        #[test]
+        fn ceil_usize_is_ceil(p in 0.0f64..=1.0, n in 0usize..1_000_000) {
+            let x = p * n as f64;
+            prop_assert_eq!(ceil_usize(x), x.ceil() as usize);
+        }
+
         /// The window's percentiles equal those of a plain sort of the samples it should hold.
         #[test]
         fn sliding_window_matches_a_sort(

@@ -104,6 +104,12 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
     pub fn get_or_insert_with(&mut self, k: K, f: impl FnOnce() -> V) -> &mut V {
         let i = match self.find(&k) {
             Ok(i) => i,
+            Err(i) if i == self.items.len() => {
+                // Above every key (a new frame): a push at the back.
+                self.items.push_back((k, f()));
+                // `back_mut` cannot be `None`: an entry was just pushed.
+                return &mut self.items.back_mut().expect("just pushed").1;
+            }
             Err(i) => {
                 self.put(i, k, f());
                 i
@@ -116,7 +122,14 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
     /// Removes `k`; returns its value.
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let i = self.find(k).ok()?;
-        self.items.remove(i).map(|(_, v)| v)
+        // The smallest (a frame forgotten in order) is a plain pop: `VecDeque::remove` would
+        // first work out which side to move.
+        let entry = if i == 0 {
+            self.items.pop_front()
+        } else {
+            self.items.remove(i)
+        };
+        entry.map(|(_, v)| v)
     }
 
     /// The entry of the smallest key.

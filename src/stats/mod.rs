@@ -195,15 +195,19 @@ impl QueueingDelay {
         self.smoothed = Some(self.smoothed.map_or(t, |s| s + (t - s) / 8.0));
         let sec = now_us / 1_000_000;
         match self.minima.back_mut() {
+            // The same second as the last frame: what it expired stays expired, and nothing
+            // else expires before a new second starts.
             Some((s, m)) if *s == sec => *m = (*m).min(transit_us),
-            _ => self.minima.push_back((sec, transit_us)),
-        }
-        while self
-            .minima
-            .front()
-            .is_some_and(|&(s, _)| s + Self::WINDOW_S <= sec)
-        {
-            self.minima.pop_front();
+            _ => {
+                self.minima.push_back((sec, transit_us));
+                while self
+                    .minima
+                    .front()
+                    .is_some_and(|&(s, _)| s + Self::WINDOW_S <= sec)
+                {
+                    self.minima.pop_front();
+                }
+            }
         }
     }
 
