@@ -1333,6 +1333,42 @@ mod tests {
         assert_eq!(s.poll_control(), None);
     }
 
+    /// A video frame's whole burst (50 000 bytes, about 36 datagrams at quinn's 1414-byte
+    /// datagram size on loopback) is handed out at the instant it is pushed: the session
+    /// neither paces the burst nor asks to be woken between its datagrams. Spreading it is
+    /// QUIC's congestion controller's business; doing it here too would add delay that bare
+    /// quinn does not have (`cargo bench --bench loopback`, case `video`).
+    #[test]
+    fn a_video_frame_leaves_in_one_burst_at_the_instant_it_is_pushed() {
+        let (mut s, t0) = setup();
+        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let datagrams: Vec<Bytes> = std::iter::from_fn(|| s.poll_datagram(t0, 1414)).collect();
+        let headers: Vec<FragmentHeader> = datagrams
+            .iter()
+            .map(|d| FragmentHeader::parse(d).unwrap().0)
+            .collect();
+        let count = usize::from(headers[0].count);
+        assert!((36..=38).contains(&count), "{count} fragments");
+        assert_eq!(datagrams.len(), count, "every fragment at t0");
+        assert!(
+            headers
+                .iter()
+                .all(|h| h.seq == 0 && usize::from(h.count) == count)
+        );
+        assert!(datagrams.iter().all(|d| d.len() <= 1414));
+        assert!(!s.has_datagram());
+        assert_eq!(s.stats().frames_completed, 1);
+        // Handed out at capture: no send delay, and no wake-up asked for within the frame
+        // interval of a 30 frames/s source.
+        assert_eq!(s.send_delay().quantile(1.0), 0);
+        assert!(
+            s.poll_timeout()
+                .is_none_or(|w| w >= t0 + Duration::from_millis(33)),
+            "{:?}",
+            s.poll_timeout().map(|w| w - t0)
+        );
+    }
+
     #[test]
     fn cuts_frames_at_poll_time_and_numbers_them_in_order() {
         let (mut s, t0) = setup();
