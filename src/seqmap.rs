@@ -107,8 +107,7 @@ impl<K: Ord + Copy, V> SeqMap<K, V> {
             Err(i) if i == self.items.len() => {
                 // Above every key (a new frame): a push at the back.
                 self.items.push_back((k, f()));
-                // `back_mut` cannot be `None`: an entry was just pushed.
-                return &mut self.items.back_mut().expect("just pushed").1;
+                i
             }
             Err(i) => {
                 self.put(i, k, f());
