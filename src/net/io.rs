@@ -111,9 +111,13 @@ const INPUT_AHEAD: usize = 16;
 
 impl Input {
     /// Opens `stream` and starts reading frames of at most `chunk` bytes.
-    pub async fn open(stream: &Stream, chunk: usize) -> std::io::Result<Self> {
+    pub async fn open(
+        stream: &Stream,
+        chunk: usize,
+        socket_buffer: usize,
+    ) -> std::io::Result<Self> {
         let reader: Box<dyn AsyncRead + Send + Unpin> = match stream {
-            Stream::Udp(addr) => return Self::udp(*addr).await,
+            Stream::Udp(addr) => return Self::udp(*addr, socket_buffer).await,
             Stream::Std => Box::new(tokio::io::stdin()),
             Stream::Path(p) => Box::new(tokio::fs::File::open(p).await.map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot open input {}: {e}", p.display()))
@@ -124,10 +128,10 @@ impl Input {
 
     /// Binds `addr` and takes each datagram that arrives as a frame (of any size up to
     /// [`MAX_UDP_PAYLOAD`]; `--frame-size` does not apply). The input never ends by itself.
-    pub async fn udp(addr: std::net::SocketAddr) -> std::io::Result<Self> {
-        // A large kernel buffer: a burst from the source must not be dropped while this task
-        // waits for a core.
-        let socket = super::transport::tokio_udp(addr, super::transport::SOCKET_BUFFER)
+    /// The socket asks for `socket_buffer` bytes of kernel buffer (`--socket-buffer`): a burst
+    /// from the source must not be dropped while this task waits for a core.
+    pub async fn udp(addr: std::net::SocketAddr, socket_buffer: usize) -> std::io::Result<Self> {
+        let socket = super::transport::tokio_udp(addr, socket_buffer)
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
@@ -657,7 +661,9 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let mut input = Input::udp(addr).await.unwrap();
+        let mut input = Input::udp(addr, super::super::transport::SOCKET_BUFFER)
+            .await
+            .unwrap();
         for len in [1usize, 1316, 9000] {
             tx.try_send(Bytes::from(vec![len as u8; len])).unwrap();
             let mut buf = vec![0u8; 65_536];

@@ -245,7 +245,7 @@ pub async fn run_on(
     }
     let input = match &opts.source {
         SourceSpec::Input(stream, chunk) => Some(
-            Input::open(stream, *chunk)
+            Input::open(stream, *chunk, opts.transport.socket_buffer)
                 .await
                 .map_err(SendError::Input)?,
         ),
