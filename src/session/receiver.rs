@@ -1166,7 +1166,7 @@ impl ReceiverSession {
             && let Some(interval) = self.frame_interval_us
         {
             // Only the next one is guessed at on a path that has not been losing frames (a
-            // frame held up in a hiccup, asked for, would be taken for a copy, which the
+            // frame held up in a hiccup, asked for, counts as retransmitted, which the
             // adaptive playout does not follow), or with a standing queue, where frames come
             // late rather than not at all, and copies add load.
             let ahead = if congested || !room.recovering {
