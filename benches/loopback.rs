@@ -2,7 +2,9 @@
 //! stream, measured in the same run, in one process and in two.
 //!
 //! `cargo bench --bench loopback [-- --quick] [-- --json PATH] [-- --rounds N]
-//! [-- --processes 1|2] [-- --current-thread] [-- --only CONTENDER|CASE]`
+//! [-- --processes 1|2] [-- --current-thread] [-- --only NAME[,NAME]]`
+//! (`--only` keeps the jobs whose case or contender matches every name given, e.g.
+//! `--only goodput,rtq_core`)
 //! (`cargo test --benches` runs it as a short smoke test).
 //!
 //! Contenders, interleaved round by round so that machine noise hits all of them alike:
@@ -28,7 +30,10 @@
 //!   contender takes them, with its own back-pressure (raw UDP: none, the kernel drops; quinn
 //!   datagrams and rtq: `send_datagram_wait`; the stream: flow control), for 2 s: Mbit/s of
 //!   payload that arrived, and frames sent but not received. rtq here is `rtq_core` (its
-//!   sessions in a minimal loop).
+//!   sessions in a minimal loop) with the control stream the shells have, polled between
+//!   datagrams: at this rate the sender must hear the receiver's reports, which bound how long
+//!   it keeps sent datagrams for copies (without them it keeps its whole 8 MiB budget), and
+//!   the receiver's requests for what quinn dropped when it fell behind are answered.
 //!
 //! Processes: with `processes = 1` sender and receiver run in this process on one tokio
 //! runtime; with `processes = 2` the receiver half runs in a child process (this bench binary
@@ -54,7 +59,7 @@ use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use rtq::net::sender::{SendOptions, SourceSpec};
 use rtq::net::tls::{Fingerprint, Identity, Trust, client_config, server_config};
 use rtq::net::transport::{SOCKET_BUFFER, TransportOptions, transport_config};
-use rtq::net::{Shutdown, now};
+use rtq::net::{ControlPipe, Shutdown, now};
 use rtq::session::{ReceiverConfig, SenderConfig};
 use rtq::source::{SourceKind, SyntheticSource};
 use rtq::stats::LatencyHistogram;
@@ -250,7 +255,8 @@ struct Args {
     current_thread: bool,
     json: Option<String>,
     rounds: usize,
-    only: Option<String>,
+    /// Names every job run must match (as its case or contender); empty: all.
+    only: Vec<String>,
     processes: Vec<u8>,
     /// `--serve CONTENDER CASE SECONDS`: be the receiver half of a two-process run.
     serve: Option<Job>,
@@ -263,7 +269,7 @@ fn args() -> Args {
         current_thread: false,
         json: None,
         rounds: 3,
-        only: None,
+        only: Vec::new(),
         processes: vec![1, 2],
         serve: None,
     };
@@ -275,7 +281,12 @@ fn args() -> Args {
             "--quick" => a.quick = true,
             "--current-thread" => a.current_thread = true,
             "--json" => a.json = it.next(),
-            "--only" => a.only = it.next(),
+            "--only" => {
+                a.only = it
+                    .next()
+                    .map(|o| o.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default()
+            }
             "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()).unwrap_or(3),
             "--processes" => match it.next().as_deref() {
                 Some("1") => a.processes = vec![1],
@@ -348,11 +359,7 @@ fn main() {
                 // Rotate the order each round so that no contender always runs first.
                 for i in 0..contenders.len() {
                     let c = contenders[(i + round) % contenders.len()];
-                    if args
-                        .only
-                        .as_deref()
-                        .is_some_and(|o| o != c.name() && o != case.name())
-                    {
+                    if !args.only.iter().all(|o| o == c.name() || o == case.name()) {
                         continue;
                     }
                     let job = Job {
@@ -1131,12 +1138,21 @@ async fn send_goodput_quinn_stream(job: Job, ready: Ready) -> Sent {
 }
 
 /// rtq's receiver session counting complete frames, playing them out as they fall due (as
-/// the shell does: a jitter buffer that never plays fills up and costs more per frame).
+/// the shell does: a jitter buffer that never plays fills up and costs more per frame), with
+/// the control stream as the shells have it: its reports tell the sender how long a datagram
+/// is worth keeping for a copy, its requests ask for copies of what the receiver lost.
 async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     use rtq::session::ReceiverSession;
     let server = quinn_server(ready);
     let conn = server.accept().await.unwrap().await.unwrap();
     let mut rx = ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
+    // Requests for copies go on the control stream, which this loop polls anyway.
+    rx.set_nack_datagrams(false);
+    let mut accept = Some(tokio::spawn({
+        let conn = conn.clone();
+        async move { conn.accept_bi().await }
+    }));
+    let mut ctl: Option<ControlPipe> = None;
     let mut last_us = clock_us();
     while let Ok(d) = conn.read_datagram().await {
         let t = now();
@@ -1145,6 +1161,21 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
             rx.handle_timeout(t);
         }
         while rx.poll_frame(t).is_some() {}
+        if let Some(a) = accept.take_if(|a| a.is_finished())
+            && let Ok(Ok((send, recv))) = a.await
+        {
+            ctl = Some(ControlPipe::spawn(send, recv, false));
+        }
+        if let Some(c) = &mut ctl {
+            while let Some(chunk) = c.try_recv() {
+                rx.handle_control(t, &chunk);
+            }
+            while c.has_room()
+                && let Some(b) = rx.poll_control()
+            {
+                c.try_send(b);
+            }
+        }
         last_us = clock_us();
     }
     let st = rx.stats();
@@ -1156,7 +1187,8 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
 }
 
 /// rtq's sender session (compression off) driven by a minimal loop with `send_datagram_wait`'s
-/// back-pressure: frames are pushed while the sender's queue holds less than 64 KiB.
+/// back-pressure: frames are pushed while the sender's queue holds less than 64 KiB. Its
+/// control stream is polled between bursts.
 async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
     use rtq::session::SenderSession;
     use rtq::source::SourceFrame;
@@ -1166,12 +1198,25 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
         ..Default::default()
     };
     let mut tx = SenderSession::new(cfg, rtq::net::system_anchor(), now());
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let mut ctl = ControlPipe::spawn(send, recv, false);
     let payload = Bytes::from(vec![0x5au8; GOODPUT_FRAME]);
     let start = now();
     let start_us = clock_us();
     let mut frames = 0u64;
     while now() < start + job.duration {
         let t = now();
+        while let Some(chunk) = ctl.try_recv() {
+            tx.handle_control(t, &chunk);
+        }
+        if tx.poll_timeout().is_some_and(|w| w <= t) {
+            tx.handle_timeout(t);
+        }
+        while ctl.has_room()
+            && let Some(b) = tx.poll_control()
+        {
+            ctl.try_send(b);
+        }
         while tx.queued_bytes() < 64 * 1024 {
             let frame = SourceFrame {
                 capture: t,

@@ -146,9 +146,13 @@ async fn wait_for_signal() -> &'static str {
 }
 
 /// The control stream, served by two small tasks so that the session loop only waits on
-/// channels: one writes what the session produces, one forwards what arrives.
+/// channels: one writes what the session produces, one forwards what arrives. The shells use
+/// it, and so can a loop of your own that drives the sessions (as the loopback bench's
+/// goodput case does): hand [`SenderSession::poll_control`](crate::session::SenderSession::poll_control)'s
+/// output to [`try_send`](Self::try_send) and what [`try_recv`](Self::try_recv) or
+/// [`recv`](Self::recv) gives to `handle_control`.
 #[derive(Debug)]
-pub(crate) struct ControlPipe {
+pub struct ControlPipe {
     tx: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
     rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
     open: bool,
@@ -162,7 +166,7 @@ impl ControlPipe {
 
     /// Starts serving `send` and `recv`. With `await_read`, finishing waits until the peer has
     /// read everything written (so that closing the connection then loses nothing).
-    pub(crate) fn spawn(
+    pub fn spawn(
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         await_read: bool,
@@ -197,40 +201,53 @@ impl ControlPipe {
     }
 
     /// Whether [`try_send`](Self::try_send) would take a chunk now.
-    pub(crate) fn has_room(&self) -> bool {
+    pub fn has_room(&self) -> bool {
         self.tx.as_ref().is_some_and(|tx| tx.capacity() > 0)
     }
 
     /// Queues bytes for the peer if there is room (check [`has_room`](Self::has_room) first:
     /// the session is the only producer, so room stays).
-    pub(crate) fn try_send(&self, b: bytes::Bytes) {
+    pub fn try_send(&self, b: bytes::Bytes) {
         if let Some(tx) = &self.tx {
             let _ = tx.try_send(b);
         }
     }
 
-    /// The next chunk from the peer; `None` once the stream has ended (then [`is_open`] is
+    /// The next chunk from the peer; `None` once the stream has ended (then [`is_open`](Self::is_open) is
     /// false).
-    pub(crate) async fn recv(&mut self) -> Option<bytes::Bytes> {
+    pub async fn recv(&mut self) -> Option<bytes::Bytes> {
         let chunk = self.rx.recv().await;
         self.open &= chunk.is_some();
         chunk
     }
 
+    /// The next chunk from the peer if one is waiting, without waiting (for a loop that polls
+    /// between datagrams); `None` also once the stream has ended (then [`is_open`](Self::is_open) is false).
+    pub fn try_recv(&mut self) -> Option<bytes::Bytes> {
+        match self.rx.try_recv() {
+            Ok(chunk) => Some(chunk),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                self.open = false;
+                None
+            }
+        }
+    }
+
     /// Whether the peer's side may still send.
-    pub(crate) fn is_open(&self) -> bool {
+    pub fn is_open(&self) -> bool {
         self.open
     }
 
     /// Finishes our side and waits (at most `wait`) until it is written, or read by the peer.
-    pub(crate) async fn finish(mut self, wait: Duration) {
+    pub async fn finish(mut self, wait: Duration) {
         self.tx = None;
         let _ = tokio::time::timeout(wait, &mut self.writer).await;
         self.reader.abort();
     }
 
     /// Finishes our side without waiting, handing back the reader for what still arrives.
-    pub(crate) fn close_write(&mut self) -> tokio::task::JoinHandle<()> {
+    pub fn close_write(&mut self) -> tokio::task::JoinHandle<()> {
         self.tx = None;
         std::mem::replace(&mut self.writer, tokio::spawn(async {}))
     }
@@ -333,4 +350,75 @@ fn explain_transport(msg: &str) -> String {
         return "the peer does not speak rtq (ALPN rtq/1 refused)".into();
     }
     format!("QUIC/TLS error: {msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+    use crate::net::tls::{Identity, Trust, client_config, server_config};
+    use crate::net::transport::{SOCKET_BUFFER, endpoint};
+
+    /// Two control pipes on one loopback connection: (client's, server's).
+    async fn pipes() -> (ControlPipe, ControlPipe, quinn::Endpoint, quinn::Endpoint) {
+        let g = Identity::self_signed(&["localhost".into()]).unwrap();
+        let pin = g.identity.fingerprint().unwrap();
+        let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = endpoint(
+            local,
+            SOCKET_BUFFER,
+            Default::default(),
+            Some(server_config(g.identity).unwrap()),
+        )
+        .unwrap();
+        let mut client = endpoint(local, SOCKET_BUFFER, Default::default(), None).unwrap();
+        client.set_default_client_config(client_config(Trust::Pin(pin)).unwrap());
+        let addr = server.local_addr().unwrap();
+        let (conn, accepted) = tokio::join!(
+            async { client.connect(addr, "localhost").unwrap().await.unwrap() },
+            async { server.accept().await.unwrap().await.unwrap() }
+        );
+        let (send, recv) = conn.open_bi().await.unwrap();
+        let a = ControlPipe::spawn(send, recv, false);
+        // The stream reaches the peer with its first bytes.
+        assert!(a.has_room());
+        a.try_send(bytes::Bytes::from_static(b"hello"));
+        let (send, recv) = accepted.accept_bi().await.unwrap();
+        let b = ControlPipe::spawn(send, recv, false);
+        (a, b, client, server)
+    }
+
+    #[tokio::test]
+    async fn control_pipe_carries_chunks_both_ways_and_try_recv_takes_what_waits() {
+        let (mut a, mut b, _client, _server) =
+            tokio::time::timeout(Duration::from_secs(10), pipes())
+                .await
+                .unwrap();
+        assert_eq!(b.recv().await.unwrap().as_ref(), b"hello");
+        assert!(a.try_recv().is_none(), "nothing was sent to a yet");
+        assert!(a.is_open());
+        b.try_send(bytes::Bytes::from_static(b"report"));
+        // Poll as a session loop does between datagrams, yielding to the pipe's tasks.
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(c) = a.try_recv() {
+                    break c;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.as_ref(), b"report");
+        // b's side finishes: a's try_recv says the stream ended.
+        b.finish(Duration::from_secs(10)).await;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while a.is_open() {
+                assert!(a.try_recv().is_none());
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+    }
 }
