@@ -187,7 +187,11 @@ impl RetransmitStore {
 
     /// The receiver asks for `entries`; `next_seq` is the next frame number the sender would
     /// give (anything at or above it was never sent).
-    pub fn on_nack(&mut self, now: Instant, next_seq: u64, entries: &[NackEntry]) {
+    ///
+    /// A `repeat` (the receiver's second sending of a request, in case the first was lost) is
+    /// answered only for frames not sent again yet: the rest were answered when the first
+    /// came (counted as `refused.repeated`).
+    pub fn on_nack(&mut self, now: Instant, next_seq: u64, entries: &[NackEntry], repeat: bool) {
         self.prune(now);
         // With redundancy, the second copies follow all the first ones, apart in time.
         let mut second = Vec::new();
@@ -218,6 +222,10 @@ impl RetransmitStore {
                 continue;
             }
             if !counted.contains(&e.seq) {
+                if repeat && kept.resends > 0 {
+                    self.stats.refused.repeated += 1;
+                    continue;
+                }
                 if kept.resends >= MAX_RESENDS {
                     self.stats.refused.throttled += 1;
                     continue;
@@ -354,6 +362,7 @@ mod tests {
                     count: 0,
                 },
             ],
+            false,
         );
         assert_eq!(
             drain(&mut s, now),
@@ -369,6 +378,7 @@ mod tests {
                 first: 0,
                 count: 1,
             }],
+            false,
         );
         assert!(drain(&mut s, late).is_empty());
         assert_eq!(s.stats().refused.expired, 1);
@@ -386,7 +396,7 @@ mod tests {
             first: 0,
             count: 0,
         };
-        s.on_nack(now, 3, &[ask(0), ask(1)]);
+        s.on_nack(now, 3, &[ask(0), ask(1)], false);
         // The first copies at once, the second ones not before COPY_SPACING.
         assert_eq!(drain(&mut s, now), vec![d(0, 0), d(0, 1), d(1, 0), d(1, 1)]);
         assert_eq!(s.pending(), 4);
@@ -404,7 +414,7 @@ mod tests {
         s.set_one_way(Duration::from_millis(40));
         let plays = t0 + Duration::from_millis(200);
         let late = plays - Duration::from_millis(50);
-        s.on_nack(late, 3, &[ask(2)]);
+        s.on_nack(late, 3, &[ask(2)], false);
         assert_eq!(drain(&mut s, late), vec![d(2, 0), d(2, 1)]);
         assert_eq!(s.pending(), 2);
         let second = plays - Duration::from_millis(40) - COPY_MARGIN;
@@ -416,9 +426,31 @@ mod tests {
         s.set_copies(2);
         s.set_one_way(Duration::from_millis(40));
         let later = plays - Duration::from_millis(41);
-        s.on_nack(later, 3, &[ask(0)]);
+        s.on_nack(later, 3, &[ask(0)], false);
         assert_eq!(drain(&mut s, later).len(), 4);
         assert_eq!(s.pending(), 0);
+    }
+
+    #[test]
+    fn a_repeat_is_answered_only_for_frames_not_sent_again_yet() {
+        let t0 = crate::test_instant();
+        let mut s = store_with(3, 2, t0);
+        let ask = |seq: u64, first: u16| NackEntry {
+            seq,
+            first,
+            count: 1,
+        };
+        // Frame 0's request came; its repeat, with frame 1's (whose first request was lost),
+        // brings copies of frame 1 only.
+        s.on_nack(t0, 3, &[ask(0, 0)], false);
+        assert_eq!(drain(&mut s, t0), vec![d(0, 0)]);
+        s.on_nack(t0, 3, &[ask(0, 0), ask(1, 0), ask(1, 1)], true);
+        assert_eq!(drain(&mut s, t0), vec![d(1, 0), d(1, 1)]);
+        assert_eq!(s.stats().refused.repeated, 1);
+        // A request that is not a repeat is answered again (the receiver's retry).
+        s.on_nack(t0, 3, &[ask(0, 0)], false);
+        assert_eq!(drain(&mut s, t0), vec![d(0, 0)]);
+        assert_eq!(s.stats().refused.repeated, 1);
     }
 
     #[test]
@@ -450,6 +482,7 @@ mod tests {
                     count: u16::MAX,
                 }, // clipped to the frame
             ],
+            false,
         );
         assert_eq!(drain(&mut s, t0), vec![d(1, 1)]);
         let st = s.stats();
@@ -471,7 +504,7 @@ mod tests {
             })
             .collect();
         for _ in 0..20 {
-            s.on_nack(t0, 50, &all);
+            s.on_nack(t0, 50, &all, false);
         }
         let st = s.stats();
         // 500 kB sent: a budget of 64 kB + half of it, and at most 3 resends of a frame.
@@ -487,7 +520,7 @@ mod tests {
             let t0 = crate::test_instant();
             let mut s = store_with(20, 8, t0);
             let entries: Vec<NackEntry> = entries.into_iter().map(|(seq, first, count)| NackEntry { seq: seq % 40, first, count }).collect();
-            s.on_nack(t0, 20, &entries);
+            s.on_nack(t0, 20, &entries, false);
             prop_assert!(s.pending() <= MAX_QUEUED);
             let st = s.stats();
             prop_assert_eq!(st.requests, entries.len() as u64);

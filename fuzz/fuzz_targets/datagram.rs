@@ -24,7 +24,13 @@ fuzz_target!(|data: &[u8]| {
         let (p2, shard2) = ParityHeader::parse(&again).expect("what parsed re-parses");
         assert_eq!((p, shard), (p2, shard2));
     }
-    if let Ok(n) = nack::parse(data) {
-        assert_eq!(nack::parse(&nack::encode(&n)).expect("re-parses"), n);
+    if let Ok(p) = nack::parse(data) {
+        let again = if p.repeat {
+            nack::encode_repeat(&p.nack)
+        } else {
+            nack::encode(&p.nack)
+        };
+        assert_eq!(&again[..], data, "one encoding");
+        assert_eq!(nack::parse(&again).expect("re-parses"), p);
     }
 });

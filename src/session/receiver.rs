@@ -178,6 +178,8 @@ pub struct ReceiverStats {
     pub nack_entries: u64,
     /// NACK messages sent.
     pub nacks_sent: u64,
+    /// Request entries sent a second time as a repeat (NACK datagram type 3).
+    pub nack_repeats: u64,
     /// Fragments asked for again that arrived and were used.
     pub retransmit_recovered: u64,
     /// FEC decoder counters.
@@ -218,6 +220,17 @@ const RECOVERY_MEMORY: Duration = Duration::from_secs(10);
 const MAX_DATAGRAM_BACKLOG: usize = 64;
 /// Requests per frame at most.
 const NACK_TRIES: u8 = 2;
+/// How long after a first request sent as a datagram it is sent again, as a repeat (which the
+/// sender answers only for frames it has not sent again yet): a lost request would otherwise
+/// cost its frames, as it is asked again only once its copies could have come, a round trip
+/// later. Spaced so that a request and its repeats do not all fall in one burst of loss on the
+/// way back.
+const NACK_REPEAT_AFTER: Duration = Duration::from_millis(20);
+/// Repeats of a first request at most (each only while its frame is incomplete and a copy can
+/// still arrive in time).
+const NACK_REPEATS: u8 = 2;
+/// Request entries waiting to be repeated at most.
+const MAX_REPEATS: usize = 1024;
 /// Frames past the newest seen that one scan asks for at most (those overdue by their expected
 /// capture time: the rest of a burst, before a frame after it arrives).
 const MAX_ASK_AHEAD: u64 = 32;
@@ -343,6 +356,9 @@ pub struct ReceiverSession {
     nack_datagrams: bool,
     /// Datagrams for the shell to send (NACKs), at most [`MAX_DATAGRAM_BACKLOG`].
     dgram_out: std::collections::VecDeque<Bytes>,
+    /// First requests sent as datagrams, to be repeated at the instant given (at most
+    /// [`MAX_REPEATS`] entries), each with its frame's capture time and the repeats left.
+    repeats: std::collections::VecDeque<(Instant, NackEntry, u64, u8)>,
     stats: ReceiverStats,
 }
 
@@ -385,6 +401,7 @@ impl ReceiverSession {
             stream_transport: false,
             nack_datagrams: true,
             dgram_out: Default::default(),
+            repeats: Default::default(),
             stats: ReceiverStats::default(),
         };
         let hello = Hello {
@@ -474,7 +491,8 @@ impl ReceiverSession {
                 + self.fec.entries()
                 + self.asked.len()
                 + self.captures.len()
-                + self.dgram_out.len(),
+                + self.dgram_out.len()
+                + self.repeats.len(),
         }
     }
 
@@ -1094,7 +1112,29 @@ impl ReceiverSession {
             None => true,
             Some(a) => a.tries < NACK_TRIES && now >= a.at + retry,
         };
-        let mut entries = Vec::new();
+        // Repeats due: entries of first requests whose frame is still incomplete and can
+        // still play once a copy comes; each goes again later while it has repeats left.
+        let mut repeat = Vec::new();
+        while let Some(&(at, e, capture, left)) = self.repeats.front()
+            && at <= now
+        {
+            self.repeats.pop_front();
+            if e.seq >= next_play
+                && !self.reassembler.is_done(e.seq)
+                && reachable(&self.jitter, capture)
+            {
+                repeat.push((e, capture, left));
+            }
+        }
+        for &(e, capture, left) in &repeat {
+            if left > 1 && self.repeats.len() < MAX_REPEATS {
+                self.repeats
+                    .push_back((now + NACK_REPEAT_AFTER, e, capture, left - 1));
+            }
+        }
+        let repeat: Vec<NackEntry> = repeat.into_iter().map(|(e, _, _)| e).collect();
+        // (entry, its frame's capture time)
+        let mut entries: Vec<(NackEntry, u64)> = Vec::new();
         let mut asked_now = Vec::new();
         for p in self.reassembler.partials() {
             let seq = p.header.seq;
@@ -1110,7 +1150,7 @@ impl ReceiverSession {
                 continue;
             }
             for (first, count) in p.missing_runs() {
-                entries.push(NackEntry { seq, first, count });
+                entries.push((NackEntry { seq, first, count }, p.header.capture_us));
             }
             asked_now.push(seq);
         }
@@ -1142,11 +1182,14 @@ impl ReceiverSession {
             if !reachable(&self.jitter, capture) {
                 continue;
             }
-            entries.push(NackEntry {
-                seq,
-                first: 0,
-                count: 0,
-            });
+            entries.push((
+                NackEntry {
+                    seq,
+                    first: 0,
+                    count: 0,
+                },
+                capture,
+            ));
             asked_now.push(seq);
         }
         // The frames after the newest seen that are overdue: nothing of frame `newest + i`
@@ -1194,15 +1237,30 @@ impl ReceiverSession {
                 }
                 room.note(&mut self.jitter, &mut self.room_held_until, capture);
                 if reachable(&self.jitter, capture) {
-                    entries.push(NackEntry {
-                        seq,
-                        first: 0,
-                        count: 0,
-                    });
+                    entries.push((
+                        NackEntry {
+                            seq,
+                            first: 0,
+                            count: 0,
+                        },
+                        capture,
+                    ));
                 }
                 // Asked for, or too late to: either way not looked at again before `due` (a
                 // frame merely delayed behind a queue must not keep room open each scan).
                 asked_now.push(seq);
+            }
+        }
+        // First requests sent as datagrams are repeated (the sender answers a repeat only for
+        // frames it has not sent again: one whose request came needs nothing more).
+        if self.nack_datagrams {
+            for &(e, capture) in &entries {
+                if self.repeats.len() < MAX_REPEATS
+                    && self.asked.get(&e.seq).is_none_or(|a| a.tries == 0)
+                {
+                    self.repeats
+                        .push_back((now + NACK_REPEAT_AFTER, e, capture, NACK_REPEATS));
+                }
             }
         }
         for seq in asked_now {
@@ -1213,6 +1271,19 @@ impl ReceiverSession {
         while self.asked.len() > MAX_ASKED {
             self.asked.pop_first();
         }
+        for chunk in repeat.chunks(MAX_NACK_ENTRIES) {
+            if self.dgram_out.len() >= MAX_DATAGRAM_BACKLOG {
+                self.stats.control_backlog_drops += 1;
+                break;
+            }
+            self.stats.nack_repeats += chunk.len() as u64;
+            let nack = Nack {
+                entries: chunk.to_vec(),
+            };
+            self.dgram_out
+                .push_back(crate::wire::nack::encode_repeat(&nack));
+        }
+        let entries: Vec<NackEntry> = entries.into_iter().map(|(e, _)| e).collect();
         for chunk in entries.chunks(MAX_NACK_ENTRIES) {
             self.stats.nack_entries += chunk.len() as u64;
             let nack = Nack {
@@ -1399,6 +1470,7 @@ impl ReceiverSession {
                 parity_unneeded: st.fec.parity_unneeded,
                 fec_decodes: st.fec.decodes,
                 retransmit_requests: st.nack_entries,
+                retransmit_repeats: st.nack_repeats,
                 retransmitted: st.retransmit_recovered,
                 loss_before_recovery: fraction(loss.missing, loss.expected),
                 loss_after_recovery: fraction(st.frames_lost, frames_due),
@@ -1433,6 +1505,8 @@ mod tests {
         /// Datagrams the receiver sent (retransmission requests).
         rx_datagrams: usize,
         drop: DropFn,
+        /// Drops datagrams on the way back (retransmission requests).
+        drop_back: DropFn,
         /// Fragments reach the receiver as frame-stream records (`--transport stream`).
         records: bool,
     }
@@ -1461,6 +1535,7 @@ mod tests {
                 dgram_to_tx: Vec::new(),
                 rx_datagrams: 0,
                 drop: Box::new(|_| false),
+                drop_back: Box::new(|_| false),
                 records: false,
             }
         }
@@ -1485,7 +1560,9 @@ mod tests {
             }
             while let Some(d) = self.rx.poll_datagram() {
                 self.rx_datagrams += 1;
-                self.dgram_to_tx.push((now + self.delay, d));
+                if !(self.drop_back)(&d) {
+                    self.dgram_to_tx.push((now + self.delay, d));
+                }
             }
             while self.dgram_to_tx.first().is_some_and(|(at, _)| *at <= now) {
                 let (_, d) = self.dgram_to_tx.remove(0);
@@ -1792,7 +1869,14 @@ mod tests {
         assert!(rx.recovery.retransmitted >= 40, "{:?}", rx.recovery);
         assert!(rx.recovery.retransmit_requests > 0);
         assert!(tx.recovery.retransmitted >= rx.recovery.retransmitted);
-        assert_eq!(tx.recovery.refused, Default::default(), "nothing refused");
+        // Nothing refused but the repeats of requests that came (every one did here).
+        assert_eq!(
+            tx.recovery.refused,
+            crate::stats::report::RefusedRequests {
+                repeated: rx.recovery.retransmit_repeats,
+                ..Default::default()
+            }
+        );
         for (i, f) in p.played.iter().enumerate() {
             assert_eq!(f.frame.seq, i as u64);
             assert_eq!(f.frame.data, Bytes::from(vec![b'a'; 5000]));
@@ -1800,6 +1884,41 @@ mod tests {
         // Loss before recovery counts the fragments that needed asking for.
         let loss = rx.recovery.loss_before_recovery;
         assert!((0.12..0.16).contains(&loss), "loss before recovery {loss}");
+    }
+
+    #[test]
+    fn a_lost_request_is_repeated_in_time_and_a_repeat_brings_no_second_answer() {
+        // Every request is lost on the way back (type 2, the first and the retry; the
+        // repeats, type 3, are not): the repeats alone bring the copies, in time.
+        let mut p = nack_pair(fixed(100));
+        p.drop = every_nth_original(7);
+        p.drop_back = Box::new(|d| d.get(1) == Some(&crate::wire::nack::TYPE_NACK));
+        stream(&mut p, 60, 5000);
+        let (rx, tx) = (p.rx.report(p.now), p.tx.report(p.now));
+        assert_eq!(
+            (rx.frames.played, rx.frames.lost, rx.frames.late),
+            (60, 0, 0),
+            "{:?}",
+            rx.recovery
+        );
+        // The first repeat of each request was answered; the second, 20 ms on, found its
+        // frame sent again.
+        assert!(rx.recovery.retransmit_repeats > 0);
+        assert!(tx.recovery.refused.repeated > 0);
+        assert!(
+            tx.recovery.refused.repeated < rx.recovery.retransmit_repeats,
+            "{:?}",
+            tx.recovery
+        );
+        // Nothing lost on the way back: every repeat finds its frame sent again already, and
+        // is answered with nothing.
+        let mut q = nack_pair(fixed(100));
+        q.drop = every_nth_original(7);
+        stream(&mut q, 60, 5000);
+        let (rx, tx) = (q.rx.report(q.now), q.tx.report(q.now));
+        assert_eq!((rx.frames.played, rx.frames.lost), (60, 0));
+        assert!(rx.recovery.retransmit_repeats > 0);
+        assert_eq!(tx.recovery.refused.repeated, rx.recovery.retransmit_repeats);
     }
 
     #[test]

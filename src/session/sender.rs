@@ -776,7 +776,7 @@ impl SenderSession {
             return;
         }
         match crate::wire::nack::parse(&datagram) {
-            Ok(n) => self.on_nack(now, &n),
+            Ok(p) => self.on_nack(now, &p.nack, p.repeat),
             Err(e) => {
                 trace!(%e, "datagram from the receiver dropped");
                 self.stats.bad_datagrams += 1;
@@ -784,9 +784,9 @@ impl SenderSession {
         }
     }
 
-    fn on_nack(&mut self, now: Instant, n: &crate::wire::Nack) {
+    fn on_nack(&mut self, now: Instant, n: &crate::wire::Nack, repeat: bool) {
         if self.cfg.nack {
-            self.retx.on_nack(now, self.next_seq, &n.entries);
+            self.retx.on_nack(now, self.next_seq, &n.entries, repeat);
         } else {
             self.stats.nack_ignored += n.entries.len() as u64;
         }
@@ -881,7 +881,7 @@ impl SenderSession {
                 }
                 self.done(now, End::Complete);
             }
-            ControlMessage::Nack(n) => self.on_nack(now, &n),
+            ControlMessage::Nack(n) => self.on_nack(now, &n, false),
             ControlMessage::Pong(_) => self.stats.control_errors.unexpected += 1,
         }
     }

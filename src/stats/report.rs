@@ -91,6 +91,9 @@ pub struct RefusedRequests {
     pub throttled: u64,
     /// Retransmission is off at the sender.
     pub ignored: u64,
+    /// Repeats of a request (NACK datagram type 3) for frames already sent again.
+    #[serde(default)]
+    pub repeated: u64,
 }
 
 /// Loss recovery. The sender fills what it sent, the receiver what it received and restored.
@@ -113,6 +116,11 @@ pub struct RecoveryReport {
     /// Retransmission requests (NACK entries: a run of fragments, or a whole frame) the
     /// receiver sent / the sender received.
     pub retransmit_requests: u64,
+    /// Request entries sent once more as repeats, in case the first request was lost
+    /// (receiver; NACK datagram type 3, which the sender answers only for frames not yet sent
+    /// again: the rest are its `refused.repeated`).
+    #[serde(default)]
+    pub retransmit_repeats: u64,
     /// Fragments sent again (sender) / that arrived after being asked for and were used
     /// (receiver).
     pub retransmitted: u64,
@@ -121,8 +129,8 @@ pub struct RecoveryReport {
     pub retransmitted_bytes: u64,
     /// Requests the sender refused, by reason: for frames never sent or fragments that do
     /// not exist (`invalid`), already past their deadline or forgotten (`expired`), over the
-    /// retransmission budget or asked for too often (`throttled`), or with `--nack off`
-    /// (`ignored`).
+    /// retransmission budget or asked for too often (`throttled`), with `--nack off`
+    /// (`ignored`), or repeats of a request already answered (`repeated`).
     #[serde(default)]
     pub refused: RefusedRequests,
     /// Parity bytes / fragment bytes sent (sender).
