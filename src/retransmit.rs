@@ -188,9 +188,9 @@ impl RetransmitStore {
     /// The receiver asks for `entries`; `next_seq` is the next frame number the sender would
     /// give (anything at or above it was never sent).
     ///
-    /// A `repeat` (the receiver's second sending of a request, in case the first was lost) is
-    /// answered only for frames not sent again yet: the rest were answered when the first
-    /// came (counted as `refused.repeated`).
+    /// A `repeat` (a request the receiver sends again in case the first was lost) is answered
+    /// only for frames not sent again yet: the rest were answered when an earlier request came
+    /// (counted as `refused.repeated`).
     pub fn on_nack(&mut self, now: Instant, next_seq: u64, entries: &[NackEntry], repeat: bool) {
         self.prune(now);
         // With redundancy, the second copies follow all the first ones, apart in time.
@@ -516,11 +516,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_request_costs_bounded_work(entries in proptest::collection::vec((any::<u64>(), any::<u16>(), any::<u16>()), 0..64)) {
+        fn any_request_costs_bounded_work(entries in proptest::collection::vec((any::<u64>(), any::<u16>(), any::<u16>()), 0..64), repeat in any::<bool>()) {
             let t0 = crate::test_instant();
             let mut s = store_with(20, 8, t0);
             let entries: Vec<NackEntry> = entries.into_iter().map(|(seq, first, count)| NackEntry { seq: seq % 40, first, count }).collect();
-            s.on_nack(t0, 20, &entries, false);
+            s.on_nack(t0, 20, &entries, repeat);
             prop_assert!(s.pending() <= MAX_QUEUED);
             let st = s.stats();
             prop_assert_eq!(st.requests, entries.len() as u64);

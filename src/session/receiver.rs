@@ -427,6 +427,10 @@ impl ReceiverSession {
     /// peer that does not accept datagrams (`docs/PROTOCOL.md` §4.9). The shell says.
     pub fn set_nack_datagrams(&mut self, on: bool) {
         self.nack_datagrams = on;
+        if !on {
+            // On the control stream a request is not lost: nothing to repeat.
+            self.repeats.clear();
+        }
     }
 
     /// The next datagram to send to the sender (a retransmission request), if any.
@@ -1919,6 +1923,29 @@ mod tests {
         assert_eq!((rx.frames.played, rx.frames.lost), (60, 0));
         assert!(rx.recovery.retransmit_repeats > 0);
         assert_eq!(tx.recovery.refused.repeated, rx.recovery.retransmit_repeats);
+    }
+
+    #[test]
+    fn repeats_stop_when_requests_move_to_the_control_stream() {
+        // Requests go by datagram until the shell finds the peer takes none; repeats queued
+        // by then are dropped, not sent as datagrams.
+        let mut p = nack_pair(fixed(100));
+        p.drop = every_nth_original(7);
+        let mut switched = false;
+        for _ in 0..10 {
+            p.push(5000);
+            for _ in 0..33 {
+                p.step(Duration::from_millis(1));
+                if !switched && p.rx.stats().nack_entries > 0 {
+                    assert!(!p.rx.repeats.is_empty());
+                    p.rx.set_nack_datagrams(false);
+                    switched = true;
+                }
+            }
+        }
+        assert!(switched);
+        assert!(p.rx.repeats.is_empty());
+        assert_eq!(p.rx.stats().nack_repeats, 0);
     }
 
     #[test]
