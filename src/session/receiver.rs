@@ -51,7 +51,8 @@ pub struct ReceiverConfig {
     /// keep room for that in the playout delay).
     pub nack: bool,
     /// Least time a gap must last before its fragments are asked for (reordering, pacing);
-    /// twice the interarrival jitter when that is larger.
+    /// twice the interarrival jitter when that is larger, or the reordering learned from
+    /// originals that came after they were asked for (the last 10 s, at most 50 ms).
     pub nack_wait: Duration,
     /// How capture times map onto this clock.
     pub clock: ClockMode,
@@ -204,6 +205,9 @@ struct Asked {
     at: Instant,
     /// Requests sent.
     tries: u8,
+    /// Since when it counted as missing (the frame's last fragment before the gap, or when
+    /// its absence was noticed); none for frames guessed at past the newest seen.
+    since: Option<Instant>,
 }
 
 fn micros_of(d: Duration) -> u64 {
@@ -231,6 +235,11 @@ const NACK_REPEAT_AFTER: Duration = Duration::from_millis(20);
 const NACK_REPEATS: u8 = 2;
 /// Request entries waiting to be repeated at most.
 const MAX_REPEATS: usize = 1024;
+/// How long a reordering window learned from originals that came after they were asked for
+/// stays (see [`ReceiverSession::reorder_wait`]).
+const REORDER_MEMORY: Duration = Duration::from_secs(10);
+/// The largest reordering window learned.
+const MAX_REORDER_WAIT: Duration = Duration::from_millis(50);
 /// Frames past the newest seen that one scan asks for at most (those overdue by their expected
 /// capture time: the rest of a burst, before a frame after it arrives).
 const MAX_ASK_AHEAD: u64 = 32;
@@ -356,6 +365,9 @@ pub struct ReceiverSession {
     nack_datagrams: bool,
     /// Datagrams for the shell to send (NACKs), at most [`MAX_DATAGRAM_BACKLOG`].
     dgram_out: std::collections::VecDeque<Bytes>,
+    /// The longest an original that was asked for took to come after it counted as missing,
+    /// and when that was last seen: the reordering the wait must cover.
+    late_gap: Option<(Instant, Duration)>,
     /// First requests sent as datagrams, to be repeated at the instant given (at most
     /// [`MAX_REPEATS`] entries), each with its frame's capture time and the repeats left.
     repeats: std::collections::VecDeque<(Instant, NackEntry, u64, u8)>,
@@ -402,6 +414,7 @@ impl ReceiverSession {
             nack_datagrams: true,
             dgram_out: Default::default(),
             repeats: Default::default(),
+            late_gap: None,
             stats: ReceiverStats::default(),
         };
         let hello = Hello {
@@ -612,6 +625,9 @@ impl ReceiverSession {
                 .on_fragment(header.seq, header.index, header.count);
         }
         if accepted.is_ok() {
+            if origin == Origin::Wire {
+                self.learn_reordering(now, header.seq);
+            }
             match origin {
                 Origin::Fec => self.stats.fec_recovered += 1,
                 Origin::Retransmit => {
@@ -647,6 +663,33 @@ impl ReceiverSession {
             for d in self.fec.on_fragment(&header, datagram) {
                 self.handle_fragment(now, d, Origin::Fec);
             }
+        }
+    }
+
+    /// An original of frame `seq` came: if it had been asked for, the path reorders (or
+    /// spreads a frame) by more than the wait allowed; the wait grows to cover it, as RACK's
+    /// reordering window does on a spurious retransmission (RFC 8985 §6.2).
+    fn learn_reordering(&mut self, now: Instant, seq: u64) {
+        let Some(since) = self
+            .asked
+            .get(&seq)
+            .filter(|a| a.tries > 0)
+            .and_then(|a| a.since)
+        else {
+            return;
+        };
+        let gap = now
+            .saturating_duration_since(since)
+            .saturating_add(Duration::from_millis(1))
+            .min(MAX_REORDER_WAIT);
+        self.late_gap = Some((now, gap.max(self.reorder_wait(now))));
+    }
+
+    /// The reordering window learned in the last [`REORDER_MEMORY`] (zero without one).
+    fn reorder_wait(&self, now: Instant) -> Duration {
+        match self.late_gap {
+            Some((at, gap)) if now < at + REORDER_MEMORY => gap,
+            _ => Duration::ZERO,
         }
     }
 
@@ -1050,7 +1093,11 @@ impl ReceiverSession {
         } else {
             self.interarrival.micros()
         };
-        let wait = self.cfg.nack_wait.max(Duration::from_micros(2 * jitter));
+        let wait = self
+            .cfg
+            .nack_wait
+            .max(Duration::from_micros(2 * jitter))
+            .max(self.reorder_wait(now));
         let rtt = Duration::from_micros(rtt_us);
         // A lost fragment is noticed a wait after its neighbours, asked for at the next scan,
         // and its copy takes a round trip: while fragments go missing (and for a while after),
@@ -1156,7 +1203,7 @@ impl ReceiverSession {
             for (first, count) in p.missing_runs() {
                 entries.push((NackEntry { seq, first, count }, p.header.capture_us));
             }
-            asked_now.push(seq);
+            asked_now.push((seq, Some(p.last_at)));
         }
         // Frames of which nothing arrived, between what plays next and the newest seen (at
         // most 256 of them: a sender does not skip more, and a forged number costs nothing).
@@ -1171,7 +1218,14 @@ impl ReceiverSession {
             match self.asked.get(&seq) {
                 None => {
                     // Noticed now; asked for once it has been missing for the wait.
-                    self.asked.insert(seq, Asked { at: now, tries: 0 });
+                    self.asked.insert(
+                        seq,
+                        Asked {
+                            at: now,
+                            tries: 0,
+                            since: Some(now),
+                        },
+                    );
                     continue;
                 }
                 Some(a) if a.tries == 0 && now < a.at + wait => continue,
@@ -1194,7 +1248,7 @@ impl ReceiverSession {
                 },
                 capture,
             ));
-            asked_now.push(seq);
+            asked_now.push((seq, None));
         }
         // The frames after the newest seen that are overdue: nothing of frame `newest + i`
         // has come `i` frame intervals plus the 95th percentile of transit plus the wait after
@@ -1252,7 +1306,7 @@ impl ReceiverSession {
                 }
                 // Asked for, or too late to: either way not looked at again before `due` (a
                 // frame merely delayed behind a queue must not keep room open each scan).
-                asked_now.push(seq);
+                asked_now.push((seq, None));
             }
         }
         // First requests sent as datagrams are repeated (the sender answers a repeat only for
@@ -1267,10 +1321,15 @@ impl ReceiverSession {
                 }
             }
         }
-        for seq in asked_now {
-            let a = self.asked.entry(seq).or_insert(Asked { at: now, tries: 0 });
+        for (seq, since) in asked_now {
+            let a = self.asked.entry(seq).or_insert(Asked {
+                at: now,
+                tries: 0,
+                since: None,
+            });
             a.at = now;
             a.tries += 1;
+            a.since = a.since.or(since);
         }
         while self.asked.len() > MAX_ASKED {
             self.asked.pop_first();
@@ -1493,6 +1552,7 @@ mod tests {
     use crate::source::SourceFrame;
 
     type DropFn = Box<dyn FnMut(&[u8]) -> bool>;
+    type DelayFn = Box<dyn FnMut(&[u8]) -> Duration>;
 
     /// Drives a sender and a receiver against each other over a perfect zero-delay link with
     /// `delay` of one-way latency, in virtual time.
@@ -1511,6 +1571,8 @@ mod tests {
         drop: DropFn,
         /// Drops datagrams on the way back (retransmission requests).
         drop_back: DropFn,
+        /// Delay added to a datagram on its way to the receiver, on top of `delay`.
+        extra_delay: DelayFn,
         /// Fragments reach the receiver as frame-stream records (`--transport stream`).
         records: bool,
     }
@@ -1540,6 +1602,7 @@ mod tests {
                 rx_datagrams: 0,
                 drop: Box::new(|_| false),
                 drop_back: Box::new(|_| false),
+                extra_delay: Box::new(|_| Duration::ZERO),
                 records: false,
             }
         }
@@ -1574,7 +1637,8 @@ mod tests {
             }
             while let Some(d) = self.tx.poll_datagram(now, 1200) {
                 if !(self.drop)(&d) {
-                    self.in_flight.push((now + self.delay, d));
+                    let at = now + self.delay + (self.extra_delay)(&d);
+                    self.in_flight.push((at, d));
                 }
             }
             let (due, later): (Vec<_>, Vec<_>) =
@@ -1946,6 +2010,45 @@ mod tests {
         assert!(switched);
         assert!(p.rx.repeats.is_empty());
         assert_eq!(p.rx.stats().nack_repeats, 0);
+    }
+
+    #[test]
+    fn the_wait_grows_to_cover_reordering_learned_from_originals_that_were_asked_for() {
+        // Every 7th original fragment comes 15 ms after its neighbours, none is lost. The
+        // first such fragments are asked for (the wait starts at 5 ms) and then come by
+        // themselves; from them the wait learns the reordering, and the rest are not asked
+        // for.
+        let run = |reorder_ms: u64| {
+            let mut p = nack_pair(ReceiverConfig::default());
+            let mut i = 0u64;
+            p.extra_delay = Box::new(move |d: &[u8]| {
+                if d[1] != crate::wire::datagram::TYPE_FRAGMENT || crate::wire::datagram::is_copy(d)
+                {
+                    return Duration::ZERO;
+                }
+                i += 1;
+                if i.is_multiple_of(7) {
+                    Duration::from_millis(reorder_ms)
+                } else {
+                    Duration::ZERO
+                }
+            });
+            stream(&mut p, 90, 5000);
+            p
+        };
+        let p = run(15);
+        let r = p.rx.report(p.now);
+        assert_eq!((r.frames.played, r.frames.lost, r.frames.late), (90, 0, 0));
+        // 90 frames of 5 fragments: 64 held up.
+        let asked = r.recovery.retransmit_requests;
+        assert!((1..=8).contains(&asked), "asked {asked} times");
+        assert!(p.rx.reorder_wait(p.now) > Duration::from_millis(15));
+        // Without reordering nothing is learned.
+        let q = run(0);
+        assert_eq!(q.rx.report(q.now).recovery.retransmit_requests, 0);
+        assert_eq!(q.rx.reorder_wait(q.now), Duration::ZERO);
+        // And what was learned is forgotten after REORDER_MEMORY.
+        assert_eq!(p.rx.reorder_wait(p.now + REORDER_MEMORY), Duration::ZERO);
     }
 
     #[test]
