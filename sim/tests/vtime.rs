@@ -202,7 +202,7 @@ fn the_sender_reconnects_after_a_measured_78_second_outage_and_plays_within_two_
     assert_eq!(sum(|e| e.lost), r.receiver.frames.lost);
     // Frames play before the outage, none inside it, and they play again within two seconds of
     // the link's return (in second 86 or 87), then every second to the end.
-    assert!(t[3..7].iter().all(|e| e.played >= 25), "{:?}", &t[..7]);
+    assert!(t[3..7].iter().all(|e| e.played >= 20), "{:?}", &t[..7]);
     assert!(t[15..85].iter().all(|e| e.played == 0), "{:?}", &t[15..85]);
     let back = t[85..].iter().find(|e| e.played > 0).map(|e| e.t_s);
     assert!(
