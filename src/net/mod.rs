@@ -280,6 +280,7 @@ pub fn quic_report_of(
         udp_tx_datagrams: s.udp_tx.datagrams,
         udp_rx_datagrams: s.udp_rx.datagrams,
         mtu: u64::from(s.path.current_mtu),
+        black_holes: s.path.black_holes_detected,
         max_datagram: max_datagram.unwrap_or(0) as u64,
         datagrams_unread: 0,
     }

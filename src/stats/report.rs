@@ -408,6 +408,11 @@ pub struct QuicReport {
     pub udp_rx_datagrams: u64,
     /// Path MTU at the end, bytes.
     pub mtu: u64,
+    /// Times QUIC took losses for an MTU black hole and fell back to 1200-byte packets (it
+    /// searches again 5 s later): random or bursty loss of full-size packets can look like
+    /// one. Frames are cut into more datagrams meanwhile.
+    #[serde(default)]
+    pub black_holes: u64,
     /// Largest datagram payload the connection allowed at the end, bytes.
     pub max_datagram: u64,
     /// DATAGRAM frames QUIC received that the session never read (receiver, real-time

@@ -176,11 +176,16 @@ pub fn summary(title: &str, r: &SessionReport) -> String {
     if r.quic.rtt_us > 0 {
         let _ = writeln!(
             out,
-            "  quic      rtt {} ms  cwnd {}  lost packets {}  mtu {}",
+            "  quic      rtt {} ms  cwnd {}  lost packets {}  mtu {}{}",
             ms(r.quic.rtt_us),
             format_bytes(r.quic.cwnd),
             r.quic.lost_packets,
-            r.quic.mtu
+            r.quic.mtu,
+            if r.quic.black_holes > 0 {
+                format!(" (fell back to 1200 {} times)", r.quic.black_holes)
+            } else {
+                String::new()
+            }
         );
     }
     out
