@@ -1,8 +1,9 @@
 //! rtq against SRT, the transport people use for live contribution today, as gateways between a
 //! UDP source and a UDP sink, through the same impairment.
 //!
-//! `cargo bench --bench peers [-- --quick] [-- --json PATH]` (`cargo test --benches` runs a
-//! short smoke test).
+//! `cargo bench --bench peers [-- --quick] [-- --json PATH] [-- --only NAME[,NAME]]`
+//! (`cargo test --benches` runs a short smoke test; `--only` keeps the conditions — `clean`,
+//! `loss2`, `ge2` — and contenders — `rtq`, `srt` — it names, e.g. `--only ge2,rtq`).
 //!
 //! A source sends 1316-byte datagrams (seven MPEG-TS packets, incompressible bytes) at 200 per
 //! second (2.1 Mbit/s), each stamped with a sequence number and its send time; a sink takes
@@ -77,6 +78,17 @@ struct Args {
     quick: bool,
     smoke: bool,
     json: Option<String>,
+    /// `--only NAME[,NAME]`: conditions (`clean`, `loss2`, `ge2`) and contenders (`rtq`,
+    /// `srt`) to run; empty: all.
+    only: Vec<String>,
+}
+
+impl Args {
+    /// Whether `name` (of `of`, the names it is one of) is to run: `--only` names none of
+    /// `of`, or names it.
+    fn runs(&self, name: &str, of: &[&str]) -> bool {
+        !self.only.iter().any(|o| of.contains(&o.as_str())) || self.only.iter().any(|o| o == name)
+    }
 }
 
 fn args() -> Args {
@@ -84,6 +96,7 @@ fn args() -> Args {
         quick: false,
         smoke: true,
         json: None,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -92,6 +105,14 @@ fn args() -> Args {
             "--bench" => a.smoke = false,
             "--quick" => a.quick = true,
             "--json" => a.json = it.next(),
+            "--only" => {
+                a.only = it
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+            }
             _ => {}
         }
     }
@@ -197,25 +218,33 @@ fn main() {
     } else {
         &CONDITIONS
     };
+    let names: Vec<&str> = CONDITIONS.iter().map(|c| c.0).collect();
     let mut rows = Vec::new();
     for &(name, link) in conditions {
-        let o = run_rtq(link, None, run, grace);
-        progress(name, "rtq adaptive     ", &o);
-        if args.smoke {
-            assert!(o.ratio() > 0.9, "rtq delivered {:.3}", o.ratio());
+        if !args.runs(name, &names) {
+            continue;
         }
-        rows.push(row(name, "rtq", (None, None), &o));
-        if !args.smoke {
-            let rtq_run = |ms: u64| {
-                let o = run_rtq(link, Some(ms), run, grace);
-                progress(name, &format!("rtq fixed {ms:>4}   "), &o);
-                o
-            };
-            let first = rtq_run(RTQ_START_PLAYOUT);
-            let (l, o) = smallest(rtq_run, (RTQ_START_PLAYOUT, first), rtq_down, rtq_up);
-            rows.push(row(name, "rtq", (None, Some(l)), &o));
+        const CONTENDERS: [&str; 2] = ["rtq", "srt"];
+        let srt = srt.as_ref().filter(|_| args.runs("srt", &CONTENDERS));
+        if args.runs("rtq", &CONTENDERS) {
+            let o = run_rtq(link, None, run, grace);
+            progress(name, "rtq adaptive     ", &o);
+            if args.smoke {
+                assert!(o.ratio() > 0.9, "rtq delivered {:.3}", o.ratio());
+            }
+            rows.push(row(name, "rtq", (None, None), &o));
+            if !args.smoke {
+                let rtq_run = |ms: u64| {
+                    let o = run_rtq(link, Some(ms), run, grace);
+                    progress(name, &format!("rtq fixed {ms:>4}   "), &o);
+                    o
+                };
+                let first = rtq_run(RTQ_START_PLAYOUT);
+                let (l, o) = smallest(rtq_run, (RTQ_START_PLAYOUT, first), rtq_down, rtq_up);
+                rows.push(row(name, "rtq", (None, Some(l)), &o));
+            }
         }
-        let Some(bin) = &srt else { continue };
+        let Some(bin) = srt else { continue };
         let srt_run = |latency: u64| {
             let o = run_srt(bin, link, latency, run, grace);
             progress(name, &format!("srt latency {latency:>4} "), &o);
