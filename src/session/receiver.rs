@@ -1208,6 +1208,7 @@ impl ReceiverSession {
         // Frames of which nothing arrived, between what plays next and the newest seen (at
         // most 256 of them: a sender does not skip more, and a forged number costs nothing).
         let top = self.next_seq_seen.min(next_play.saturating_add(256));
+        let transit = self.jitter.transit_percentile_us(0.95);
         for seq in next_play..top {
             if self.reassembler.is_partial(seq)
                 || self.reassembler.is_done(seq)
@@ -1215,27 +1216,48 @@ impl ReceiverSession {
             {
                 continue;
             }
+            // It plays no later than the next frame seen after it.
+            let Some((&after, &capture)) = self.captures.first_from(&seq) else {
+                continue;
+            };
+            // When it should have come: its capture time guessed a frame interval per frame
+            // before the next one seen, plus the 95th percentile of transit. It is asked for
+            // a wait after that, as frames guessed at past the newest are (below), not a wait
+            // after its absence shows: that is a frame interval and a scan later, which on a
+            // path without jitter costs the copy its room (the room counts the wait and one
+            // scan), and so the room itself, depending on how the scans fall between frames.
+            let expected = match (self.frame_interval_us, transit) {
+                (Some(interval), Some(transit)) => Some(
+                    capture
+                        .saturating_sub(interval.saturating_mul(after - seq))
+                        .saturating_add_signed(transit),
+                ),
+                _ => None,
+            };
+            let overdue =
+                !congested && expected.is_some_and(|e| now_us > e.saturating_add(micros_of(wait)));
             match self.asked.get(&seq) {
                 None => {
-                    // Noticed now; asked for once it has been missing for the wait.
+                    // Noticed now; asked for once it has been missing for the wait. Missing
+                    // since it should have come, for the reordering learned from originals
+                    // that come after all (`learn_reordering`).
+                    let since = expected.map_or(now, |e| self.anchor.instant(e).min(now));
                     self.asked.insert(
                         seq,
                         Asked {
                             at: now,
                             tries: 0,
-                            since: Some(now),
+                            since: Some(since),
                         },
                     );
-                    continue;
+                    if !overdue {
+                        continue;
+                    }
                 }
-                Some(a) if a.tries == 0 && now < a.at + wait => continue,
+                Some(a) if a.tries == 0 && now < a.at + wait && !overdue => continue,
                 Some(a) if a.tries > 0 && !due(Some(a)) => continue,
                 Some(_) => {}
             }
-            // It plays no later than the next frame seen after it.
-            let Some((_, &capture)) = self.captures.first_from(&seq) else {
-                continue;
-            };
             room.note(&mut self.jitter, &mut self.room_held_until, capture);
             if !reachable(&self.jitter, capture) {
                 continue;
@@ -2116,6 +2138,49 @@ mod tests {
         );
         let r = lossy.rx.report(lossy.now);
         assert!(r.frames.played >= 85, "{:?}", r.frames);
+    }
+
+    #[test]
+    fn a_frame_lost_whole_on_a_path_without_jitter_is_saved_however_scans_fall() {
+        // 40 ms each way, no jitter, a one-fragment frame every 5 ms (the peers bench's
+        // gateway stream), adaptive playout: frames 300 and 700 are lost whole. Each is asked
+        // for a wait after it should have come, and the room made for its copy holds it,
+        // wherever the 5 ms scans fall between frames (noticed only from the frame after it,
+        // a frame interval and a scan later, the copy missed the room by a few ms in some
+        // phases, and the room was not made at all).
+        for phase_ms in 0..5 {
+            let mut p = nack_pair(ReceiverConfig::default());
+            p.delay = Duration::from_millis(40);
+            p.drop = Box::new(|d: &[u8]| {
+                d[1] == crate::wire::datagram::TYPE_FRAGMENT
+                    && !crate::wire::datagram::is_copy(d)
+                    && matches!(u64::from_be_bytes(d[4..12].try_into().unwrap()), 300 | 700)
+            });
+            for _ in 0..phase_ms {
+                p.step(Duration::from_millis(1));
+            }
+            for _ in 0..1000 {
+                p.push(1000);
+                for _ in 0..5 {
+                    p.step(Duration::from_millis(1));
+                }
+            }
+            p.tx.finish(p.now);
+            for _ in 0..3000 {
+                p.step(Duration::from_millis(1));
+                if p.tx.is_done() && p.rx.is_done() {
+                    break;
+                }
+            }
+            let r = p.rx.report(p.now);
+            assert_eq!(
+                (r.frames.played, r.frames.lost, r.frames.late),
+                (1000, 0, 0),
+                "phase {phase_ms} ms: {:?}",
+                r.recovery
+            );
+            assert_eq!(r.recovery.retransmitted, 2, "phase {phase_ms} ms");
+        }
     }
 
     #[test]
