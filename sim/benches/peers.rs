@@ -125,7 +125,12 @@ struct Outcome {
     sent: u64,
     delivered: u64,
     delay: LatencyHistogram,
+    /// Sequence numbers of the first datagrams that never came (at most `MISSING_SHOWN`).
+    missing: Vec<u64>,
 }
+
+/// How many missing sequence numbers a progress line names.
+const MISSING_SHOWN: usize = 12;
 
 impl Outcome {
     fn ratio(&self) -> f64 {
@@ -135,8 +140,20 @@ impl Outcome {
 
 /// One run's progress line on stderr.
 fn progress(condition: &str, who: &str, o: &Outcome) {
+    let lost = o.sent.saturating_sub(o.delivered);
+    let missing = if lost == 0 {
+        String::new()
+    } else {
+        let more = if lost > o.missing.len() as u64 {
+            ", …"
+        } else {
+            ""
+        };
+        let seqs: Vec<String> = o.missing.iter().map(u64::to_string).collect();
+        format!("  missing {lost}: #{}{more}", seqs.join(" #"))
+    };
     eprintln!(
-        "{condition:<6} {who} delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs",
+        "{condition:<6} {who} delivered {:7.3} %  p50 {:>7} µs  p99 {:>7} µs{missing}",
         o.ratio() * 100.0,
         o.delay.quantile(0.5),
         o.delay.quantile(0.99)
@@ -467,10 +484,17 @@ fn measure(
     for &us in got.values() {
         delay.record(i64::try_from(us).unwrap_or(i64::MAX));
     }
+    // Which datagrams never came (the first few): where losses fall in a run (at its start,
+    // in pairs) says more about their cause than their number.
+    let missing = (0..sent)
+        .filter(|s| !got.contains_key(s))
+        .take(MISSING_SHOWN)
+        .collect();
     Outcome {
         sent,
         delivered: got.len() as u64,
         delay,
+        missing,
     }
 }
 

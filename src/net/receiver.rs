@@ -342,6 +342,9 @@ async fn serve(
     let mut read = 0u64;
     loop {
         let t = now();
+        if session.wants_transport_rtt() {
+            session.set_transport_rtt(conn.rtt());
+        }
         session.handle_timeout(t);
         while let Some(p) = session.poll_frame(t) {
             out.write(p.frame.data);

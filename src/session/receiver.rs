@@ -265,6 +265,10 @@ struct RecoveryRoom {
     now_us: u64,
     /// The copy's trip, µs: it must arrive that long before its frame plays.
     slack: u64,
+    /// The round trip is QUIC's estimate, not yet the clock sync's: copies are asked for, but
+    /// no room is made (a smoothed round trip, with the queueing it met, would make too much,
+    /// and the adaptive playout keeps room long after).
+    provisional: bool,
 }
 
 impl RecoveryRoom {
@@ -281,6 +285,9 @@ impl RecoveryRoom {
         held_until: &mut Option<Instant>,
         capture_us: u64,
     ) {
+        if self.provisional {
+            return;
+        }
         let saved = jitter
             .playout_with_allowance_us(capture_us, self.allowance)
             .is_some_and(|play| self.now_us.saturating_add(self.slack) < play);
@@ -305,9 +312,13 @@ enum Phase {
     Done,
 }
 
-/// Clock-sync pings sent in quick succession at the start, for a good first estimate.
+/// Clock-sync pings sent in quick succession at the start, for a good first estimate, and
+/// again when their answers come held up together (see [`ReceiverSession::send_ping`]).
 const FIRST_PINGS: u32 = 5;
 const FIRST_PING_SPACING: Duration = Duration::from_millis(20);
+/// The answers to the first pings, sent [`FIRST_PING_SPACING`] apart, arriving within less
+/// than half their spacing were held up together on the way.
+const HELD_UP_SPREAD: Duration = Duration::from_millis(40);
 
 /// The receiver's session. See the module documentation, and [`crate::session`] for the call
 /// order.
@@ -344,6 +355,13 @@ pub struct ReceiverSession {
     out: Vec<u8>,
     timers: Timers,
     pings_sent: u32,
+    /// When the first pong came.
+    first_pong_at: Option<Instant>,
+    /// QUIC's round-trip estimate, µs, standing in for the clock sync's until its first
+    /// exchange completes ([`set_transport_rtt`](Self::set_transport_rtt)).
+    transport_rtt_us: Option<u64>,
+    /// Pings of a quick succession still to send, each [`FIRST_PING_SPACING`] after the last.
+    quick_pings: u32,
     next_seq_seen: u64,
     close_due: bool,
     peer_hello: Option<Hello>,
@@ -401,6 +419,9 @@ impl ReceiverSession {
             out: Vec::new(),
             timers: Timers::default(),
             pings_sent: 0,
+            first_pong_at: None,
+            transport_rtt_us: None,
+            quick_pings: FIRST_PINGS - 1,
             next_seq_seen: 0,
             close_due: false,
             peer_hello: None,
@@ -465,6 +486,40 @@ impl ReceiverSession {
     /// The three delay histograms.
     pub fn delays(&self) -> &Delays {
         &self.delays
+    }
+
+    /// Whether the session would take QUIC's round-trip estimate
+    /// ([`set_transport_rtt`](Self::set_transport_rtt)): until the answers to its first
+    /// clock-sync pings are in.
+    pub fn wants_transport_rtt(&self) -> bool {
+        self.clock.samples() < u64::from(FIRST_PINGS)
+    }
+
+    /// QUIC's round-trip estimate (quinn's `Connection::rtt`, measured from the handshake on),
+    /// which stands in for the clock sync's round trip until its first exchange completes.
+    /// Without a round trip the session cannot tell whether a copy would arrive in time, and
+    /// asks for none; the first exchange can take a while (its pings wait behind a lost packet
+    /// of the control stream), and frames lost meanwhile were lost for good. It also tells
+    /// first pings held up on the way from ones queued behind data.
+    pub fn set_transport_rtt(&mut self, rtt: Duration) {
+        if self.wants_transport_rtt() && !rtt.is_zero() {
+            self.transport_rtt_us = Some(micros_of(rtt));
+        }
+    }
+
+    /// Whether the clock sync's round trip is half again QUIC's estimate (its pings were held
+    /// up on the way, not merely queued behind data, which QUIC's round trip includes too).
+    fn held_up_beyond_transport(&self) -> bool {
+        match (self.clock.min_rtt_us(), self.transport_rtt_us) {
+            (Some(ping), Some(quic)) => ping > quic.saturating_add(quic / 2),
+            _ => false,
+        }
+    }
+
+    /// The path's round trip, µs: the clock sync's smallest, or before its first exchange
+    /// QUIC's estimate.
+    fn rtt_us(&self) -> Option<u64> {
+        self.clock.min_rtt_us().or(self.transport_rtt_us)
     }
 
     /// The clock-offset estimator.
@@ -894,6 +949,27 @@ impl ReceiverSession {
             ControlMessage::Pong(p) => {
                 let t4 = self.anchor.micros(now);
                 if let Some(sample) = self.clock.on_exchange(p.t1_us, p.t2_us, p.t3_us, t4) {
+                    // The first pings can be held up together (a packet of the control
+                    // stream lost or, on a reordering path, come before the handshake could
+                    // read it: the ones behind it wait for its retransmission), and then every
+                    // round trip they measure is too long by that wait: on a 40 ms ± 10 ms
+                    // path with 2 % loss, 145-230 ms for a path of 65-100, until the next ping
+                    // a second later; copies asked for in that second were judged unable to
+                    // arrive in time. Their answers then come together rather than a spacing
+                    // apart, and measure a round trip well above QUIC's: a second quick
+                    // succession, started now that the stream flows, measures the path itself.
+                    // (Answers bunched by a queue draining measure what QUIC sees too.)
+                    match self.clock.samples() {
+                        1 => self.first_pong_at = Some(now),
+                        n if n == u64::from(FIRST_PINGS)
+                            && self.first_pong_at.is_some_and(|t| now < t + HELD_UP_SPREAD)
+                            && self.held_up_beyond_transport() =>
+                        {
+                            self.quick_pings = FIRST_PINGS - 1;
+                            self.timers.set(Timer::Ping, now);
+                        }
+                        _ => {}
+                    }
                     trace!(
                         offset = sample.offset_us,
                         rtt = sample.rtt_us,
@@ -1079,9 +1155,10 @@ impl ReceiverSession {
         if self.phase != Phase::Running {
             return;
         }
-        let Some(rtt_us) = self.clock.min_rtt_us() else {
+        let Some(rtt_us) = self.rtt_us() else {
             return;
         };
+        let provisional = self.clock.min_rtt_us().is_none();
         // A standing queue: recovery adds load to it, and copies queue behind it. There the
         // receiver asks later and keeps more room (the wait follows the variation of every
         // fragment, and the copy's trip adds that of both legs), and a late copy does not
@@ -1119,7 +1196,7 @@ impl ReceiverSession {
             .is_some_and(|t| now < t + RECOVERY_MEMORY)
             || self.room_held_until.is_some_and(|t| now < t);
         self.jitter
-            .set_recovery_allowance(recovering.then_some(allowance));
+            .set_recovery_allowance((recovering && !provisional).then_some(allowance));
         let next_play = self.jitter.next_seq();
         // Forget what playout has passed.
         while self
@@ -1153,6 +1230,7 @@ impl ReceiverSession {
             now,
             now_us,
             slack,
+            provisional,
         };
         let reachable = |jitter: &JitterBuffer, capture_us: u64| {
             jitter
@@ -1405,6 +1483,9 @@ impl ReceiverSession {
         self.queued_at.is_some_and(|t| now < t + RECOVERY_MEMORY)
     }
 
+    /// Sends a clock-sync ping: [`FIRST_PINGS`] of them [`FIRST_PING_SPACING`] apart when the
+    /// session starts, and again if their answers came held up together, then one every
+    /// `ping_interval`.
     fn send_ping(&mut self, now: Instant) {
         self.pings_sent += 1;
         let ping = Ping {
@@ -1414,7 +1495,8 @@ impl ReceiverSession {
         if !queue_control(&mut self.out, &ControlMessage::Ping(ping), false) {
             self.stats.control_backlog_drops += 1;
         }
-        let next = if self.pings_sent < FIRST_PINGS {
+        let next = if self.quick_pings > 0 {
+            self.quick_pings -= 1;
             FIRST_PING_SPACING
         } else {
             self.cfg.ping_interval
@@ -1434,7 +1516,7 @@ impl ReceiverSession {
             fragments_received: self.reassembler.stats().fragments,
             datagrams_dropped: st.dropped.total,
             jitter_us: self.interarrival.micros(),
-            rtt_us: self.clock.min_rtt_us().unwrap_or(0),
+            rtt_us: self.rtt_us().unwrap_or(0),
             target_delay_us: self
                 .jitter
                 .target_delay_us()
@@ -2430,5 +2512,143 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn first_pings_held_up_together_do_not_set_the_round_trip() {
+        use crate::wire::control::Pong;
+        // A path of 80 ms round trip whose first pings (those sent in its first 100 ms) are
+        // held up together until 230 ms, as behind a lost packet of the control stream, or
+        // not. Returns the pings sent in the first 400 ms and the round trip found.
+        let run = |held: bool| {
+            let t0 = crate::test_instant();
+            let mut rx =
+                ReceiverSession::new(ReceiverConfig::default(), ClockAnchor::new(t0, 0), t0);
+            let hello = ControlMessage::Hello(Hello {
+                version: VERSION,
+                role: Role::Sender,
+                clock_us: 0,
+                max_frame_bytes: 1 << 20,
+                software: "test".into(),
+                no_parity: false,
+                token: None,
+            });
+            rx.handle_control(t0, &hello.to_bytes());
+            // QUIC measured the path in the handshake.
+            rx.set_transport_rtt(Duration::from_millis(80));
+            let mut decoder = ControlDecoder::new(65_535);
+            // (arrival, pong)
+            let mut pongs: Vec<(Instant, Pong)> = Vec::new();
+            let mut pings = 0;
+            for ms in 0..400 {
+                let now = t0 + Duration::from_millis(ms);
+                let (due, later): (Vec<_>, Vec<_>) =
+                    pongs.drain(..).partition(|(at, _)| *at <= now);
+                pongs = later;
+                for (_, p) in due {
+                    rx.handle_control(now, &ControlMessage::Pong(p).to_bytes());
+                }
+                if rx.poll_timeout().is_some_and(|w| w <= now) {
+                    rx.handle_timeout(now);
+                }
+                while let Some(b) = rx.poll_control() {
+                    decoder.push(&b);
+                    while let Some(m) = decoder.next_message() {
+                        if let Ok(ControlMessage::Ping(Ping { id, t1_us })) = m {
+                            pings += 1;
+                            let arrival = if held && ms < 100 {
+                                t0 + Duration::from_millis(230)
+                            } else {
+                                now + Duration::from_millis(80)
+                            };
+                            let t2 = t1_us + 40_000;
+                            pongs.push((
+                                arrival,
+                                Pong {
+                                    id,
+                                    t1_us,
+                                    t2_us: t2,
+                                    t3_us: t2,
+                                },
+                            ));
+                        }
+                    }
+                }
+            }
+            (pings, rx.clock().min_rtt_us())
+        };
+        // Five at the start, five more once the held-up answers are in (230-310 ms).
+        assert_eq!(run(true), (10, Some(80_000)));
+        // Answers a spacing apart: the first five measured the path.
+        assert_eq!(run(false), (5, Some(80_000)));
+    }
+
+    #[test]
+    fn before_the_first_clock_exchange_quics_round_trip_lets_losses_be_asked_for() {
+        // 20 ms each way, a frame every 5 ms, frame 10 lost; the control stream carries the
+        // sender's hello but no pong comes back (held up), so the clock sync has no round trip.
+        let asked_for_frame_10 = |transport_rtt: Option<Duration>| {
+            let t0 = crate::test_instant();
+            let anchor = ClockAnchor::new(t0, 0);
+            let tx_cfg = SenderConfig {
+                compress: crate::compress::CompressLevel::Off,
+                ..Default::default()
+            };
+            let mut tx = SenderSession::new(tx_cfg, anchor, t0);
+            let mut cfg = ReceiverConfig::default();
+            cfg.jitter.mode = JitterMode::Fixed(Duration::from_millis(200));
+            let mut rx = ReceiverSession::new(cfg, anchor, t0);
+            rx.set_nack_datagrams(false);
+            rx.handle_control(t0, &tx.poll_control().unwrap());
+            let mut decoder = ControlDecoder::new(65_535);
+            let mut in_flight: Vec<(Instant, Bytes)> = Vec::new();
+            let mut asked = Vec::new();
+            for ms in 0..300 {
+                let now = t0 + Duration::from_millis(ms);
+                if ms % 5 == 0 && ms < 200 {
+                    let frame = SourceFrame {
+                        capture: now,
+                        keyframe: false,
+                        data: Bytes::from(vec![7u8; 500]),
+                    };
+                    tx.push_frame(now, frame).unwrap();
+                }
+                while let Some(d) = tx.poll_datagram(now, 1200) {
+                    let lost = FragmentHeader::parse(&d).is_ok_and(|(h, _)| h.seq == 10);
+                    if !lost {
+                        in_flight.push((now + Duration::from_millis(20), d));
+                    }
+                }
+                while tx.poll_control().is_some() {}
+                let (due, later): (Vec<_>, Vec<_>) =
+                    in_flight.drain(..).partition(|(at, _)| *at <= now);
+                in_flight = later;
+                for (_, d) in due {
+                    rx.handle_datagram(now, d);
+                }
+                if let Some(rtt) = transport_rtt
+                    && rx.wants_transport_rtt()
+                {
+                    rx.set_transport_rtt(rtt);
+                }
+                rx.handle_timeout(now);
+                while rx.poll_frame(now).is_some() {}
+                while let Some(b) = rx.poll_control() {
+                    decoder.push(&b);
+                    while let Some(m) = decoder.next_message() {
+                        if let Ok(ControlMessage::Nack(n)) = m {
+                            asked.extend(n.entries.iter().map(|e| e.seq));
+                        }
+                    }
+                }
+            }
+            assert_eq!(rx.clock().samples(), 0);
+            asked.contains(&10)
+        };
+        assert!(
+            !asked_for_frame_10(None),
+            "without a round trip nothing is asked for"
+        );
+        assert!(asked_for_frame_10(Some(Duration::from_millis(40))));
     }
 }
