@@ -26,7 +26,9 @@
 //! way), `ge2` (40 ms, Gilbert–Elliott 2 % mean loss, mean burst 3). Per contender and
 //! condition: the ratio of datagrams delivered (a datagram that comes after the run's grace is
 //! not), and the one-way delay of those delivered: p50, p99, max. Source and sink share this
-//! process's clock, so the delays are exact.
+//! process's clock, so the delays are exact. Each run's progress line (stderr) also names the
+//! first datagrams that never came, by sequence number: where losses fall (a run's start,
+//! singly, in bursts) says more about their cause than their number.
 
 #![allow(clippy::unwrap_used, reason = "a benchmark fails loudly")]
 
