@@ -216,7 +216,7 @@ fn main() {
             Duration::from_secs(20),
             Duration::from_secs(2),
             &[100, 80, 60, 40, 20],
-            &[160, 200, 250, 300, 400, 500, 700, 1000, 1500],
+            &[140, 160, 180, 200, 250, 300, 400, 500, 700, 1000, 1500],
         )
     };
     let (rtq_down, rtq_up): (Ladder, Ladder) = if args.smoke {
@@ -224,7 +224,8 @@ fn main() {
     } else if args.quick {
         (&[120, 100], &[200, 300])
     } else {
-        (&[120, 100, 80, 60, 40, 20], &[160, 200, 250, 300, 400])
+        // 20 ms steps up to 200 ms, as SRT's ladder.
+        (&[120, 100, 80, 60, 40, 20], &[160, 180, 200, 250, 300, 400])
     };
     let srt = srt_available();
     if srt.is_none() {
