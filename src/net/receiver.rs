@@ -342,8 +342,8 @@ async fn serve(
     let mut read = 0u64;
     loop {
         let t = now();
-        if session.wants_transport_rtt() {
-            session.set_transport_rtt(conn.rtt());
+        if session.wants_transport_rtt(t) {
+            session.set_transport_rtt(t, conn.rtt());
         }
         session.handle_timeout(t);
         while let Some(p) = session.poll_frame(t) {

@@ -8,9 +8,9 @@
 //! 1. construct with a config, a [`ClockAnchor`](crate::clock::ClockAnchor) and `now`;
 //! 2. whenever something arrives: `handle_control(now, bytes)` for control-stream bytes, and
 //!    (receiver) `handle_datagram(now, datagram)`, (sender) `push_frame(now, frame)`;
-//! 3. after any input, and whenever `poll_timeout()` passes: (receiver, while
-//!    `wants_transport_rtt()`) `set_transport_rtt(rtt)` with QUIC's round-trip estimate, then
-//!    `handle_timeout(now)`, then drain
+//! 3. after any input, and whenever `poll_timeout()` passes: (receiver, when
+//!    `wants_transport_rtt(now)`) `set_transport_rtt(now, rtt)` with QUIC's round-trip
+//!    estimate, then `handle_timeout(now)`, then drain
 //!    `poll_control()` (bytes to write to the control stream), (sender) `poll_datagram(now,
 //!    max)` and (receiver) `poll_frame(now)`;
 //! 4. sleep until `poll_timeout()` or the next input;

@@ -360,6 +360,8 @@ pub struct ReceiverSession {
     /// QUIC's round-trip estimate, µs, standing in for the clock sync's until its first
     /// exchange completes ([`set_transport_rtt`](Self::set_transport_rtt)).
     transport_rtt_us: Option<u64>,
+    /// When it was last given.
+    transport_rtt_at: Option<Instant>,
     /// Pings of a quick succession still to send, each [`FIRST_PING_SPACING`] after the last.
     quick_pings: u32,
     next_seq_seen: u64,
@@ -421,6 +423,7 @@ impl ReceiverSession {
             pings_sent: 0,
             first_pong_at: None,
             transport_rtt_us: None,
+            transport_rtt_at: None,
             quick_pings: FIRST_PINGS - 1,
             next_seq_seen: 0,
             close_due: false,
@@ -489,10 +492,12 @@ impl ReceiverSession {
     }
 
     /// Whether the session would take QUIC's round-trip estimate
-    /// ([`set_transport_rtt`](Self::set_transport_rtt)): until the answers to its first
-    /// clock-sync pings are in.
-    pub fn wants_transport_rtt(&self) -> bool {
+    /// ([`set_transport_rtt`](Self::set_transport_rtt)) now: until the answers to its first
+    /// clock-sync pings are in, once per request scan (reading it takes QUIC's connection
+    /// lock, which a shell should not do per datagram).
+    pub fn wants_transport_rtt(&self, now: Instant) -> bool {
         self.clock.samples() < u64::from(FIRST_PINGS)
+            && self.transport_rtt_at.is_none_or(|at| now >= at + NACK_SCAN)
     }
 
     /// QUIC's round-trip estimate (quinn's `Connection::rtt`, measured from the handshake on),
@@ -501,9 +506,10 @@ impl ReceiverSession {
     /// asks for none; the first exchange can take a while (its pings wait behind a lost packet
     /// of the control stream), and frames lost meanwhile were lost for good. It also tells
     /// first pings held up on the way from ones queued behind data.
-    pub fn set_transport_rtt(&mut self, rtt: Duration) {
-        if self.wants_transport_rtt() && !rtt.is_zero() {
+    pub fn set_transport_rtt(&mut self, now: Instant, rtt: Duration) {
+        if self.clock.samples() < u64::from(FIRST_PINGS) && !rtt.is_zero() {
             self.transport_rtt_us = Some(micros_of(rtt));
+            self.transport_rtt_at = Some(now);
         }
     }
 
@@ -2514,6 +2520,17 @@ mod tests {
         ));
     }
 
+    /// The control messages `rx` has queued, decoded.
+    fn control_messages(rx: &mut ReceiverSession) -> Vec<ControlMessage> {
+        let mut decoder = ControlDecoder::new(65_535);
+        while let Some(b) = rx.poll_control() {
+            decoder.push(&b);
+        }
+        std::iter::from_fn(|| decoder.next_message())
+            .filter_map(Result::ok)
+            .collect()
+    }
+
     #[test]
     fn first_pings_held_up_together_do_not_set_the_round_trip() {
         use crate::wire::control::Pong;
@@ -2522,21 +2539,12 @@ mod tests {
         // not. Returns the pings sent in the first 400 ms and the round trip found.
         let run = |held: bool| {
             let t0 = crate::test_instant();
-            let mut rx =
-                ReceiverSession::new(ReceiverConfig::default(), ClockAnchor::new(t0, 0), t0);
-            let hello = ControlMessage::Hello(Hello {
-                version: VERSION,
-                role: Role::Sender,
-                clock_us: 0,
-                max_frame_bytes: 1 << 20,
-                software: "test".into(),
-                no_parity: false,
-                token: None,
-            });
-            rx.handle_control(t0, &hello.to_bytes());
+            let anchor = ClockAnchor::new(t0, 0);
+            let mut rx = ReceiverSession::new(ReceiverConfig::default(), anchor, t0);
+            let mut tx = SenderSession::new(SenderConfig::default(), anchor, t0);
+            rx.handle_control(t0, &tx.poll_control().unwrap());
             // QUIC measured the path in the handshake.
-            rx.set_transport_rtt(Duration::from_millis(80));
-            let mut decoder = ControlDecoder::new(65_535);
+            rx.set_transport_rtt(t0, Duration::from_millis(80));
             // (arrival, pong)
             let mut pongs: Vec<(Instant, Pong)> = Vec::new();
             let mut pings = 0;
@@ -2551,27 +2559,24 @@ mod tests {
                 if rx.poll_timeout().is_some_and(|w| w <= now) {
                     rx.handle_timeout(now);
                 }
-                while let Some(b) = rx.poll_control() {
-                    decoder.push(&b);
-                    while let Some(m) = decoder.next_message() {
-                        if let Ok(ControlMessage::Ping(Ping { id, t1_us })) = m {
-                            pings += 1;
-                            let arrival = if held && ms < 100 {
-                                t0 + Duration::from_millis(230)
-                            } else {
-                                now + Duration::from_millis(80)
-                            };
-                            let t2 = t1_us + 40_000;
-                            pongs.push((
-                                arrival,
-                                Pong {
-                                    id,
-                                    t1_us,
-                                    t2_us: t2,
-                                    t3_us: t2,
-                                },
-                            ));
-                        }
+                for m in control_messages(&mut rx) {
+                    if let ControlMessage::Ping(Ping { id, t1_us }) = m {
+                        pings += 1;
+                        let arrival = if held && ms < 100 {
+                            t0 + Duration::from_millis(230)
+                        } else {
+                            now + Duration::from_millis(80)
+                        };
+                        let t2 = t1_us + 40_000;
+                        pongs.push((
+                            arrival,
+                            Pong {
+                                id,
+                                t1_us,
+                                t2_us: t2,
+                                t3_us: t2,
+                            },
+                        ));
                     }
                 }
             }
@@ -2581,6 +2586,35 @@ mod tests {
         assert_eq!(run(true), (10, Some(80_000)));
         // Answers a spacing apart: the first five measured the path.
         assert_eq!(run(false), (5, Some(80_000)));
+    }
+
+    #[test]
+    fn quics_round_trip_is_taken_once_a_scan_until_the_first_pings_are_answered() {
+        use crate::wire::control::Pong;
+        let t0 = crate::test_instant();
+        let mut rx = ReceiverSession::new(ReceiverConfig::default(), ClockAnchor::new(t0, 0), t0);
+        assert!(rx.wants_transport_rtt(t0));
+        rx.set_transport_rtt(t0, Duration::from_millis(30));
+        assert!(
+            !rx.wants_transport_rtt(t0 + NACK_SCAN / 2),
+            "not per datagram"
+        );
+        assert!(rx.wants_transport_rtt(t0 + NACK_SCAN));
+        let mut tx = SenderSession::new(SenderConfig::default(), ClockAnchor::new(t0, 0), t0);
+        rx.handle_control(t0, &tx.poll_control().unwrap());
+        for id in 1..=u64::from(FIRST_PINGS) {
+            let t1_us = id * 1000;
+            let pong = Pong {
+                id: id as u32,
+                t1_us,
+                t2_us: t1_us + 15_000,
+                t3_us: t1_us + 15_000,
+            };
+            let at = t0 + Duration::from_micros(t1_us + 30_000);
+            rx.handle_control(at, &ControlMessage::Pong(pong).to_bytes());
+        }
+        assert_eq!(rx.clock().samples(), u64::from(FIRST_PINGS));
+        assert!(!rx.wants_transport_rtt(t0 + Duration::from_secs(1)));
     }
 
     #[test]
@@ -2600,7 +2634,6 @@ mod tests {
             let mut rx = ReceiverSession::new(cfg, anchor, t0);
             rx.set_nack_datagrams(false);
             rx.handle_control(t0, &tx.poll_control().unwrap());
-            let mut decoder = ControlDecoder::new(65_535);
             let mut in_flight: Vec<(Instant, Bytes)> = Vec::new();
             let mut asked = Vec::new();
             for ms in 0..300 {
@@ -2627,18 +2660,15 @@ mod tests {
                     rx.handle_datagram(now, d);
                 }
                 if let Some(rtt) = transport_rtt
-                    && rx.wants_transport_rtt()
+                    && rx.wants_transport_rtt(now)
                 {
-                    rx.set_transport_rtt(rtt);
+                    rx.set_transport_rtt(now, rtt);
                 }
                 rx.handle_timeout(now);
                 while rx.poll_frame(now).is_some() {}
-                while let Some(b) = rx.poll_control() {
-                    decoder.push(&b);
-                    while let Some(m) = decoder.next_message() {
-                        if let Ok(ControlMessage::Nack(n)) = m {
-                            asked.extend(n.entries.iter().map(|e| e.seq));
-                        }
+                for m in control_messages(&mut rx) {
+                    if let ControlMessage::Nack(n) = m {
+                        asked.extend(n.entries.iter().map(|e| e.seq));
                     }
                 }
             }

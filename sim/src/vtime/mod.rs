@@ -1530,8 +1530,8 @@ impl App for ReceiverApp {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        if session.wants_transport_rtt() {
-            session.set_transport_rtt(conn.rtt());
+        if session.wants_transport_rtt(now) {
+            session.set_transport_rtt(now, conn.rtt());
         }
         session.handle_timeout(now);
         // Played frames go nowhere (as rtq-recv without --output); the session counts them.
