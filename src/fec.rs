@@ -373,6 +373,18 @@ impl FecEncoder {
         if self.mode == FecMode::Off {
             return;
         }
+        if self.idle() {
+            // No group would get parity (see `idle`): nothing is collected, and what was open
+            // is let go, so that parity starts with the next frame once loss is reported.
+            self.group.clear();
+            self.group_close_at = None;
+            self.group_deadline = None;
+            self.frame = None;
+            if count > 1 {
+                self.unprotected_seq = Some(seq);
+            }
+            return;
+        }
         if count == 1 {
             if !self.group.is_empty()
                 && (self.group_first.saturating_add(self.group.len() as u64) != seq)
@@ -423,6 +435,14 @@ impl FecEncoder {
 
     /// Frames per group of single-fragment frames: enough that a parity or two protect it at
     /// a modest overhead, at most [`MAX_GROUP_FRAMES`].
+    /// Whether no group would get parity now: automatic parity while no loss is reported
+    /// (see [`parities_for`]). The clean path's common case, for every datagram: collecting
+    /// groups only to give them no parity would cost each one a copy of its handle and a
+    /// group to close.
+    fn idle(&self) -> bool {
+        matches!(self.mode, FecMode::Auto { .. }) && self.estimate.loss <= 0.0
+    }
+
     fn group_target(&self) -> usize {
         match self.mode {
             FecMode::Off => 1,
@@ -1106,6 +1126,53 @@ mod tests {
             mean_burst: 1.0,
         };
         assert_eq!(parities_for(auto, 6, two), 2);
+    }
+
+    /// Automatic parity collects no group while no loss is reported; from the report on, the
+    /// next frames form groups that get parity, never one holding frames sent before it.
+    #[test]
+    fn automatic_parity_groups_only_frames_sent_after_loss_is_reported() {
+        let t0 = crate::test_instant();
+        let deadline = t0 + Duration::from_secs(1);
+        let mut enc = FecEncoder::new(FecMode::default());
+        let send = |enc: &mut FecEncoder, seqs: std::ops::Range<u64>| {
+            for seq in seqs {
+                for d in frame(seq, 300, 1) {
+                    enc.on_datagram(t0, seq, 1, &d, true, deadline);
+                }
+            }
+        };
+        // Frames 0..3 with no loss reported, the last left open by a group span.
+        send(&mut enc, 0..3);
+        enc.handle_timeout(t0 + GROUP_SPAN);
+        assert!(enc.poll(t0, 1500).is_none(), "no loss, no parity");
+        send(&mut enc, 3..4);
+        enc.set_estimate(LossEstimate {
+            loss: 0.05,
+            mean_burst: 1.0,
+        });
+        send(&mut enc, 4..8);
+        enc.handle_timeout(t0 + GROUP_SPAN);
+        let mut firsts = Vec::new();
+        while let Some((p, _)) = enc.poll(t0, 1500) {
+            let (h, _) = ParityHeader::parse(&p).unwrap();
+            assert!(
+                h.first_seq >= 4,
+                "a group of frames sent before the report: {h:?}"
+            );
+            firsts.push(h.first_seq);
+        }
+        assert_eq!(
+            firsts.first(),
+            Some(&4),
+            "parity from the first frame after it"
+        );
+        // Reported loss gone: collecting stops again, and what was open is let go.
+        send(&mut enc, 8..9);
+        enc.set_estimate(LossEstimate::default());
+        send(&mut enc, 9..12);
+        enc.handle_timeout(t0 + 2 * GROUP_SPAN);
+        assert!(enc.poll(t0, 1500).is_none());
     }
 
     #[test]
