@@ -304,6 +304,11 @@ impl RecoveryRoom {
 /// Frames whose requests are remembered at most.
 const MAX_ASKED: usize = 2048;
 
+/// Frames whose fragments are kept for parity before any parity or loss was seen
+/// ([`ReceiverSession::keeps_for_parity`]): a fixed ratio's first groups, with room to
+/// spare (a group holds at most [`crate::fec::MAX_GROUP_FRAMES`] frames).
+const KEPT_BEFORE_PARITY: u64 = 4 * crate::fec::MAX_GROUP_FRAMES as u64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Running,
@@ -334,6 +339,8 @@ pub struct ReceiverSession {
     end: Option<End>,
     reassembler: Reassembler,
     fec: FecDecoder,
+    /// Fragments are kept for parity ([`Self::keeps_for_parity`]).
+    parity_armed: bool,
     loss: LossMeter,
     asked: std::collections::BTreeMap<u64, Asked>,
     /// When a copy last filled in a fragment whose original never came (retransmission was
@@ -400,6 +407,7 @@ impl ReceiverSession {
         let mut s = Self {
             reassembler: Reassembler::new(cfg.reassembly),
             fec: FecDecoder::new(cfg.fec),
+            parity_armed: false,
             loss: LossMeter::default(),
             asked: Default::default(),
             needed_recovery_at: None,
@@ -653,6 +661,7 @@ impl ReceiverSession {
             self.stats.dropped.rejected(Rejected::TooFarAhead);
             return;
         }
+        self.parity_armed = true;
         let shard = datagram.slice(PARITY_HEADER_LEN..);
         for d in self.fec.on_parity(&h, shard) {
             self.handle_fragment(now, d, Origin::Fec);
@@ -720,11 +729,28 @@ impl ReceiverSession {
         }
         // Fragments that came by themselves (even of frames already complete: a group of
         // small frames needs them all) are kept for the groups they belong to.
-        if origin == Origin::Wire && keep {
+        if origin == Origin::Wire && keep && self.keeps_for_parity(header.seq) {
             for d in self.fec.on_fragment(&header, datagram) {
                 self.handle_fragment(now, d, Origin::Fec);
             }
         }
+    }
+
+    /// Whether fragments are kept for parity: once parity has come or this receiver has
+    /// counted loss (which its reports tell the sender), and for the first
+    /// [`KEPT_BEFORE_PARITY`] frames. A sender's automatic parity starts only after a report
+    /// names loss, so every group it protects was sent after that report, and its fragments
+    /// arrive after this receiver counted the loss; a fixed ratio's parity comes from the
+    /// first group on, among the first frames. Until then a clean path's fragments are not
+    /// stored only to be evicted unused (a map entry and a bounds trim each).
+    fn keeps_for_parity(&mut self, seq: u64) -> bool {
+        if !self.cfg.parity {
+            return false;
+        }
+        if !self.parity_armed && self.loss.counts().missing > 0 {
+            self.parity_armed = true;
+        }
+        self.parity_armed || seq < KEPT_BEFORE_PARITY
     }
 
     /// An original of frame `seq` came: if it had been asked for, the path reorders (or
@@ -1953,9 +1979,13 @@ mod tests {
     fn auto_fec_follows_the_reported_loss() {
         use crate::fec::FecMode;
         let mut clean = fec_pair(FecMode::default());
-        stream(&mut clean, 60, 5000);
+        stream(&mut clean, 2 * KEPT_BEFORE_PARITY as usize, 5000);
         let tx = clean.tx.report(clean.now);
         assert_eq!(tx.recovery.parity_sent, 0, "no loss reported, no parity");
+        // Nor is anything kept for it past the first frames (kept for a fixed ratio's
+        // parity), which playout has passed.
+        assert_eq!(clean.rx.fec.bytes(), 0);
+        assert!(!clean.rx.parity_armed);
         let mut lossy = fec_pair(FecMode::default());
         lossy.drop = every_nth_fragment(10);
         stream(&mut lossy, 90, 5000);
