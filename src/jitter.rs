@@ -242,6 +242,10 @@ pub struct JitterBuffer {
     recovery_us: i64,
     /// A late retransmitted frame may stretch the target ([`Self::set_stretch`]).
     stretch_ok: bool,
+    /// The lowest transit percentile the adaptive goal was last made of, and when: a sample
+    /// below it, within [`GOAL_REFRESH_US`], leaves the goal as it was.
+    goal_floor: i64,
+    last_goal_us: u64,
     stats: JitterStats,
 }
 
@@ -296,6 +300,10 @@ fn ceil_usize(x: f64) -> usize {
 /// The transit percentile the retransmission allowance is added to.
 const RECOVERY_PERCENTILE: f64 = 0.95;
 
+/// How long a sample below the percentiles the adaptive goal was made of may leave the goal
+/// unrecomputed, µs.
+const GOAL_REFRESH_US: u64 = 1_000;
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -315,6 +323,8 @@ impl JitterBuffer {
             last_decay_us: 0,
             recovery_us: 0,
             stretch_ok: true,
+            goal_floor: i64::MIN,
+            last_goal_us: 0,
             stats: JitterStats::default(),
         };
         jb.apply_fixed();
@@ -479,13 +489,27 @@ impl JitterBuffer {
         let Some(current) = self.target_raw else {
             return;
         };
+        // A sample below every percentile the goal was made of cannot raise any of them (it
+        // moves them down or leaves them); only samples leaving the window can, which time
+        // takes care of: within `GOAL_REFRESH_US` such a sample changes nothing that matters
+        // (the target falls with a 1 s time constant), and thousands of frames a second do
+        // not each pay for two percentiles and an exponential.
+        if transit < self.goal_floor && now_us < self.last_goal_us.saturating_add(GOAL_REFRESH_US) {
+            return;
+        }
         let p99 = self
             .samples
             .percentile(self.cfg.percentile)
             .unwrap_or(transit);
         // With retransmission, most frames must also have time for a lost fragment to be asked
         // for and sent again: the 95th percentile of transit plus the recovery time.
-        let recovery = match self.samples.percentile(RECOVERY_PERCENTILE) {
+        let p95 = self.samples.percentile(RECOVERY_PERCENTILE);
+        self.goal_floor = match p95 {
+            Some(t) if self.recovery_us > 0 => t.min(p99),
+            _ => p99,
+        };
+        self.last_goal_us = now_us;
+        let recovery = match p95 {
             Some(t) if self.recovery_us > 0 => t.saturating_add(self.recovery_us),
             _ => i64::MIN,
         };
@@ -508,6 +532,8 @@ impl JitterBuffer {
     /// room.
     pub fn set_recovery_allowance(&mut self, d: Option<Duration>) {
         self.recovery_us = d.map_or(0, micros);
+        // The goal is made of other percentiles now: the next sample remakes it.
+        self.goal_floor = i64::MIN;
         // Room is made at once (the target rises at once, as for any frame that needs more),
         // so that frames already waiting can be saved.
         if self.cfg.mode == JitterMode::Adaptive
@@ -734,6 +760,45 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    /// Thousands of frames a second: a sample below the percentiles the goal was made of
+    /// does not remake it within a millisecond, but time does (the samples that leave the
+    /// window lower the goal), and a sample above them remakes it at once.
+    #[test]
+    fn at_high_frame_rates_the_goal_is_remade_by_time_and_by_high_samples() {
+        let cfg = JitterConfig {
+            window: Duration::from_millis(50),
+            decay: Duration::from_millis(5),
+            start_margin: Duration::ZERO,
+            ..Default::default()
+        };
+        let mut jb = JitterBuffer::new(cfg);
+        let step = 100; // µs between frames
+        let mut seq = 0u64;
+        let mut run = |jb: &mut JitterBuffer, frames: u64, transit_us: u64| {
+            for _ in 0..frames {
+                let c = seq * step;
+                jb.insert(c + transit_us, frame(seq, c, c + transit_us));
+                while jb.poll(c + transit_us).is_some() {}
+                seq += 1;
+            }
+        };
+        // 30 ms transit for 100 ms: the target sits at 30 + 2 ms.
+        run(&mut jb, 1000, 30 * MS);
+        assert_eq!(jb.target_delay_us(), Some(32_000));
+        // Then 10 ms, every sample below the goal's percentiles: once the 30 ms samples
+        // have left the 50 ms window, the target falls to 12 ms (decay 5 ms).
+        run(&mut jb, 1500, 10 * MS);
+        let t = jb.target_delay_us().unwrap();
+        assert!((12_000..12_100).contains(&t), "target {t}");
+        // 2 % of the samples at 20 ms, one in fifty: the 99th percentile is one of them as
+        // soon as 1 % of the window is, though they come within a millisecond of a remake.
+        for _ in 0..40 {
+            run(&mut jb, 49, 10 * MS);
+            run(&mut jb, 1, 20 * MS);
+        }
+        assert_eq!(jb.target_delay_us(), Some(22_000));
     }
 
     #[test]
