@@ -439,11 +439,7 @@ fn main() {
         for (key, v) in &goodput {
             let (case, procs, c) = *key;
             let m = median(v.clone());
-            let of = |base| {
-                goodput
-                    .get(&(case, procs, base))
-                    .map_or(f64::NAN, |b| m / median(b.clone()).max(1e-9))
-            };
+            let of = |base| goodput_ratio(&goodput, *key, base);
             rows.push(serde_json::json!({
                 "case": case.name(), "processes": procs, "contender": c.name(),
                 "p50_us": null, "p90_us": null, "p99_us": null, "p999_us": null,
@@ -590,6 +586,27 @@ fn ratios(
     Some((p50, p99))
 }
 
+/// Median over rounds of `key`'s goodput / `baseline`'s in the same round, as [`ratios`]
+/// does for delays: the machine's speed drifts between rounds by more than the difference
+/// measured.
+fn goodput_ratio(goodput: &BTreeMap<Key, Vec<f64>>, key: Key, baseline: Contender) -> f64 {
+    let (Some(mine), Some(base)) = (goodput.get(&key), goodput.get(&(key.0, key.1, baseline)))
+    else {
+        return f64::NAN;
+    };
+    let per_round: Vec<f64> = mine
+        .iter()
+        .zip(base)
+        .filter(|(_, b)| **b > 0.0)
+        .map(|(m, b)| m / b)
+        .collect();
+    if per_round.is_empty() {
+        f64::NAN
+    } else {
+        median(per_round)
+    }
+}
+
 fn print_tables(
     args: &Args,
     delays: &BTreeMap<Key, LatencyHistogram>,
@@ -646,20 +663,16 @@ fn print_tables(
         return;
     }
     println!(
-        "\ngoodput on loopback ({GOODPUT_FRAME}-byte frames, as fast as each takes them; median over rounds)"
+        "\ngoodput on loopback ({GOODPUT_FRAME}-byte frames, as fast as each takes them; Mbit/s: median over rounds; ratios: median over rounds of contender / baseline in the same round)"
     );
     println!(
         "{:>5} {:<15} {:>10} {:>10} {:>10} {:>10}",
         "procs", "contender", "Mbit/s", "/ quinn", "/ raw udp", "dropped"
     );
     for (key, v) in goodput {
-        let (case, procs, c) = *key;
+        let (_, procs, c) = *key;
         let m = median(v.clone());
-        let of = |base| {
-            goodput
-                .get(&(case, procs, base))
-                .map_or(f64::NAN, |b| m / median(b.clone()).max(1e-9))
-        };
+        let of = |base| goodput_ratio(goodput, *key, base);
         println!(
             "{:>5} {:<15} {:>10.1} {:>10.2} {:>10.2} {:>10}",
             procs,
@@ -1187,8 +1200,8 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
 }
 
 /// rtq's sender session (compression off) driven by a minimal loop with `send_datagram_wait`'s
-/// back-pressure: frames are pushed while the sender's queue holds less than 64 KiB. Its
-/// control stream is polled between bursts.
+/// back-pressure: the sender's queue is kept at 64 KiB, a frame pushed for each datagram sent.
+/// Its control stream is polled between datagrams.
 async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
     use rtq::session::SenderSession;
     use rtq::source::SourceFrame;
@@ -1204,6 +1217,8 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
     let start = now();
     let start_us = clock_us();
     let mut frames = 0u64;
+    let mut max = conn.max_datagram_size().unwrap();
+    let mut sent = 0u64;
     while now() < start + job.duration {
         let t = now();
         while let Some(chunk) = ctl.try_recv() {
@@ -1217,6 +1232,9 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
         {
             ctl.try_send(b);
         }
+        // A frame in for each that left: QUIC's send buffer is fed as steadily as bare
+        // quinn's loop feeds it (a burst of session work between bursts of sends would let
+        // the connection's driver run dry while the session cuts the next burst).
         while tx.queued_bytes() < 64 * 1024 {
             let frame = SourceFrame {
                 capture: t,
@@ -1226,9 +1244,13 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
             tx.push_frame(t, frame).unwrap();
             frames += 1;
         }
-        let max = conn.max_datagram_size().unwrap();
-        while let Some(d) = tx.poll_datagram(now(), max) {
+        // The path's datagram size takes the connection's lock: read it now and then.
+        if sent.is_multiple_of(64) {
+            max = conn.max_datagram_size().unwrap();
+        }
+        if let Some(d) = tx.poll_datagram(t, max) {
             conn.send_datagram_wait(d).await.unwrap();
+            sent += 1;
         }
     }
     // What is still queued goes out too.
