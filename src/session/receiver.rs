@@ -385,6 +385,8 @@ pub struct ReceiverSession {
     queueing: QueueingDelay,
     /// Queueing delay of fragments that came by themselves (a copy's round trip is no queue).
     queueing_own: QueueingDelay,
+    /// The rate the path delivers bursts at, for the sender's pacing.
+    burst: crate::stats::BurstRate,
     /// Fragments have come on frame streams (`--transport stream`): QUIC retransmits, so
     /// nothing is asked again.
     stream_transport: bool,
@@ -442,6 +444,7 @@ impl ReceiverSession {
             interarrival_all: InterarrivalJitter::default(),
             queueing: QueueingDelay::default(),
             queueing_own: QueueingDelay::default(),
+            burst: crate::stats::BurstRate::default(),
             stream_transport: false,
             nack_datagrams: true,
             dgram_out: Default::default(),
@@ -697,6 +700,8 @@ impl ReceiverSession {
         if accepted.is_ok() {
             if origin == Origin::Wire {
                 self.learn_reordering(now, header.seq);
+                let now_us = self.micros(now);
+                self.burst.on_fragment(now_us, header.seq, datagram.len());
             }
             match origin {
                 Origin::Fec => self.stats.fec_recovered += 1,
@@ -1151,7 +1156,7 @@ impl ReceiverSession {
                 Timer::Report => {
                     // Now and then: the FEC decoder forgets what can no longer play.
                     self.fec.forget_before(self.jitter.next_seq());
-                    self.send_report();
+                    self.send_report(now);
                     self.timers
                         .set(Timer::Report, now + self.cfg.report_interval);
                 }
@@ -1536,7 +1541,9 @@ impl ReceiverSession {
         self.timers.set(Timer::Ping, now + next);
     }
 
-    fn send_report(&mut self) {
+    fn send_report(&mut self, now: Instant) {
+        let now_us = self.micros(now);
+        let burst_rate_bps = self.burst.bps(now_us);
         let loss = self.loss_counts();
         let st = self.stats();
         let r = Report {
@@ -1564,6 +1571,7 @@ impl ReceiverSession {
             retransmit_recovered: st.retransmit_recovered,
             queue_delay_us: self.queueing.micros(),
             bytes_received: st.bytes_datagrams,
+            burst_rate_bps,
         };
         if !queue_control(&mut self.out, &ControlMessage::Report(r), false) {
             self.stats.control_backlog_drops += 1;

@@ -221,9 +221,122 @@ impl QueueingDelay {
     }
 }
 
+/// The rate at which the path delivers a burst (packet-train dispersion): a frame's fragments
+/// leave the sender back to back, so the spacing at which they arrive is the bottleneck's
+/// (as long as nothing else queues between them). Per frame of at least
+/// [`BurstRate::MIN_FRAGMENTS`] fragments that came by themselves, one after another: the bytes
+/// after the first over the time from the first to the last. The estimate is the largest
+/// sample of the last 5–10 s: cross traffic and jitter only stretch a train (a sample too
+/// low), so the largest is the one nearest the bottleneck. A receiver that reads datagrams in
+/// batches sees trains compressed (a sample too high), which only lets the sender pace less.
+#[derive(Debug, Clone, Default)]
+pub struct BurstRate {
+    /// The frame whose fragments are arriving: (seq, first and last arrival µs, bytes after
+    /// the first, fragments).
+    train: Option<(u64, u64, u64, u64, u32)>,
+    /// Largest sample of the current half window, of the previous one, and when the current
+    /// began (µs).
+    current: u64,
+    previous: u64,
+    since: Option<u64>,
+}
+
+impl BurstRate {
+    /// Fragments a frame needs to make a sample.
+    pub const MIN_FRAGMENTS: u32 = 4;
+    /// Half the window the largest sample is taken over, µs.
+    const HALF_WINDOW_US: u64 = 5_000_000;
+
+    /// A fragment of frame `seq`, `len` bytes, arrived by itself at `now_us`.
+    pub fn on_fragment(&mut self, now_us: u64, seq: u64, len: usize) {
+        let len = len as u64;
+        match &mut self.train {
+            Some((s, _, last, bytes, n)) if *s == seq => {
+                *last = now_us.max(*last);
+                *bytes = bytes.saturating_add(len);
+                *n = n.saturating_add(1);
+            }
+            _ => {
+                if let Some(t) = self.train.take() {
+                    self.close(t);
+                }
+                self.train = Some((seq, now_us, now_us, 0, 1));
+            }
+        }
+    }
+
+    fn close(&mut self, (_, first, last, bytes, n): (u64, u64, u64, u64, u32)) {
+        if n < Self::MIN_FRAGMENTS || last <= first {
+            return;
+        }
+        let bps = bytes.saturating_mul(8_000_000) / (last - first);
+        self.rotate(last);
+        self.current = self.current.max(bps);
+    }
+
+    fn rotate(&mut self, now_us: u64) {
+        match self.since {
+            None => self.since = Some(now_us),
+            Some(s) if now_us >= s.saturating_add(Self::HALF_WINDOW_US) => {
+                // A whole half window without samples forgets the one before it too.
+                let gap = now_us >= s.saturating_add(2 * Self::HALF_WINDOW_US);
+                self.previous = if gap { 0 } else { self.current };
+                self.current = 0;
+                self.since = Some(now_us);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The estimate at `now_us`, bit/s (0 while unknown).
+    pub fn bps(&mut self, now_us: u64) -> u64 {
+        self.rotate(now_us);
+        self.current.max(self.previous)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn burst_rate_is_the_largest_recent_train_dispersion() {
+        let mut b = BurstRate::default();
+        // 1200-byte fragments 960 µs apart: 10 Mbit/s. The train closes when the next frame
+        // starts.
+        let train = |b: &mut BurstRate, at: u64, seq: u64, n: u64, gap: u64| {
+            for i in 0..n {
+                b.on_fragment(at + i * gap, seq, 1200);
+            }
+        };
+        train(&mut b, 0, 0, 10, 960);
+        assert_eq!(b.bps(10_000), 0, "a train counts once it has ended");
+        train(&mut b, 33_000, 1, 2, 960);
+        assert_eq!(b.bps(40_000), 10_000_000);
+        // Frames of fewer than four fragments make no sample; a slower train does not lower
+        // the estimate, a faster one raises it.
+        train(&mut b, 66_000, 2, 20, 1_920);
+        train(&mut b, 133_000, 3, 3, 10);
+        train(&mut b, 166_000, 4, 1, 0);
+        assert_eq!(b.bps(170_000), 10_000_000);
+        train(&mut b, 200_000, 5, 5, 480);
+        train(&mut b, 233_000, 6, 1, 0);
+        assert_eq!(b.bps(240_000), 20_000_000);
+        // Fragments arriving at the same instant (a batch read) make no sample.
+        train(&mut b, 266_000, 7, 8, 0);
+        train(&mut b, 300_000, 8, 1, 0);
+        assert_eq!(b.bps(300_000), 20_000_000);
+        // Forgotten 5-10 s later: the window moves on in halves.
+        train(&mut b, 6_000_000, 9, 5, 960);
+        train(&mut b, 6_033_000, 10, 1, 0);
+        assert_eq!(
+            b.bps(6_100_000),
+            20_000_000,
+            "the previous half still counts"
+        );
+        assert_eq!(b.bps(11_100_000), 10_000_000, "then only the last sample");
+        assert_eq!(b.bps(30_000_000), 0, "and none after a quiet spell");
+    }
 
     #[test]
     fn queueing_delay_is_transit_above_the_recent_minimum() {

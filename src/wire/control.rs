@@ -196,6 +196,9 @@ counter_message! {
         /// Datagram bytes received (cumulative), from which the sender derives the rate the
         /// path delivers.
         bytes_received = 0x0013,
+        /// The rate at which the path delivered bursts lately (the largest of the last 10 s,
+        /// from the spacing of a frame's fragments sent back to back), bit/s; 0 while unknown.
+        burst_rate_bps = 0x0014,
     }
 }
 
