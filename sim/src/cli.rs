@@ -215,6 +215,10 @@ pub struct SessionArgs {
     /// [default: on].
     #[arg(long, value_name = "on|off", help_heading = "Session")]
     pub nack: Option<String>,
+    /// Pacing of the sender's datagrams at 1.25 × the rate the receiver measures the path
+    /// delivering bursts at: on or off [default: on].
+    #[arg(long, value_name = "on|off", help_heading = "Session")]
+    pub pacing: Option<String>,
     /// Rate adaptation: the video source shrinks its frames when the path does not carry
     /// its bit rate.
     #[arg(long, help_heading = "Session")]
@@ -368,6 +372,7 @@ impl SessionArgs {
                 compress: self.compress.clone(),
                 fec: self.fec.clone(),
                 nack: self.nack.clone(),
+                pacing: self.pacing.clone(),
                 adapt: self.adapt.then_some(true),
                 deadline: self.deadline,
             },

@@ -140,6 +140,7 @@ pub(crate) fn sender_config(scenario: &Scenario) -> SenderConfig {
         compress: scenario.compress,
         fec: scenario.fec,
         nack: scenario.nack,
+        pacing: scenario.pacing,
         adapt: match scenario.source {
             rtq::source::SourceKind::Video { bitrate, .. } if scenario.adapt => Some(bitrate),
             _ => None,

@@ -99,6 +99,9 @@ pub struct SourceSpec {
     pub fec: Option<String>,
     /// Retransmission of lost fragments (`on` or `off`), at both ends.
     pub nack: Option<String>,
+    /// Pacing of the sender's datagrams at the burst rate the receiver measures (`on` or
+    /// `off`).
+    pub pacing: Option<String>,
     /// Rate adaptation of the video source.
     pub adapt: Option<bool>,
     /// Sender deadline.
@@ -151,6 +154,7 @@ impl SourceSpec {
             compress: other.compress.clone().or_else(|| self.compress.clone()),
             fec: other.fec.clone().or_else(|| self.fec.clone()),
             nack: other.nack.clone().or_else(|| self.nack.clone()),
+            pacing: other.pacing.clone().or_else(|| self.pacing.clone()),
             adapt: other.adapt.or(self.adapt),
             deadline: other.deadline.or(self.deadline),
         }
@@ -308,6 +312,8 @@ impl ScenarioFile {
             .map_err(|e| format!("source: fec: {e}"))?;
         let nack = rtq::cli::on_off_arg(s.nack.as_deref().unwrap_or("on"))
             .map_err(|e| format!("source: nack {e}"))?;
+        let pacing = rtq::cli::on_off_arg(s.pacing.as_deref().unwrap_or("on"))
+            .map_err(|e| format!("source: pacing {e}"))?;
         let jitter: JitterMode = self
             .receiver
             .jitter
@@ -345,6 +351,7 @@ impl ScenarioFile {
             compress,
             fec,
             nack,
+            pacing,
             adapt: match (s.adapt.unwrap_or(false), &source) {
                 (false, _) => false,
                 (true, SourceKind::Video { .. }) => true,
@@ -404,6 +411,8 @@ pub struct Scenario {
     pub fec: FecMode,
     /// Retransmission of lost fragments.
     pub nack: bool,
+    /// Pacing at the measured burst rate.
+    pub pacing: bool,
     /// Rate adaptation of the video source.
     pub adapt: bool,
     /// Sender deadline.

@@ -90,10 +90,21 @@ fn fec_and_retransmission_together_play_nearly_everything_within_three_round_tri
     let both = run(&scenario("auto", "on", RANDOM_LOSS)).report;
     let on_time = both.on_time_ratio();
     assert!(on_time >= 0.995, "on time {on_time}");
-    // The playout delay made room for a round trip, and no more than three.
-    let rtt = both.sender.quic.rtt_us;
+    // Both played their part: copies were asked for and sent while they could still play,
+    // and parity restored fragments.
+    let r = &both.receiver.recovery;
+    assert!(
+        r.retransmit_requests > 0 && both.sender.recovery.retransmitted > 0,
+        "{r:?}"
+    );
+    assert!(r.fec_recovered > 0, "{r:?}");
+    // Within three round trips (the clock sync's, which recovery room is made of). The median
+    // frame needs less than one on this path: the playout delay keeps room for a copy only
+    // while copies are needed (with pacing since 2026-12-04 the median here is 68 ms against a
+    // 73 ms round trip; it was above one round trip before).
+    let rtt = both.receiver.clock.as_ref().unwrap().rtt_us.unwrap();
     let p50 = both.receiver.latency_us.end_to_end.p50;
-    assert!(p50 > rtt && p50 < 3 * rtt, "p50 {p50} µs, rtt {rtt} µs");
+    assert!(p50 < 3 * rtt, "p50 {p50} µs, rtt {rtt} µs");
 }
 
 #[test]

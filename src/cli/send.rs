@@ -89,6 +89,11 @@ pub struct SendArgs {
     /// Send again the fragments the receiver asks for, while their frames can still play.
     #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
     pub nack: bool,
+    /// Pace datagrams at 1.25 × the rate the receiver measures the path delivering bursts at,
+    /// once it has: a keyframe sent at once overflows a shallow bottleneck queue, which drops
+    /// its tail. Off: each frame's datagrams go as fast as QUIC takes them.
+    #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
+    pub pacing: bool,
     /// How frames travel: `datagram` (QUIC datagrams with FEC and retransmission within the
     /// deadline) or `stream` (each frame on its own QUIC stream, reset at --deadline; QUIC
     /// retransmits every loss, --fec and --nack do not apply): the reliable baseline, for
@@ -228,6 +233,7 @@ impl SendArgs {
             compress: self.compress,
             fec: self.fec,
             nack: self.nack,
+            pacing: self.pacing,
             adapt,
             deadline: self.deadline,
             token: self.token_file.clone(),

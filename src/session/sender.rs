@@ -85,6 +85,10 @@ pub struct SenderConfig {
     pub close_timeout: Duration,
     /// The shared secret to show the receiver in the hello (`rtq-send --token-file`).
     pub token: Option<crate::wire::control::Token>,
+    /// Pace datagrams at 1.25 × the rate the receiver reports the path delivers bursts at
+    /// (`docs/PROTOCOL.md` §4.6), once it has: a frame of many datagrams sent at once
+    /// overflows a shallow bottleneck queue, which drops its tail. Datagram transport only.
+    pub pacing: bool,
 }
 
 impl Default for SenderConfig {
@@ -103,6 +107,7 @@ impl Default for SenderConfig {
             max_control_message: crate::wire::control::DEFAULT_MAX_MESSAGE,
             close_timeout: Duration::from_secs(5),
             token: None,
+            pacing: true,
         }
     }
 }
@@ -239,6 +244,12 @@ pub struct SenderSession {
     chunk: BytesMut,
     rate: Option<RateController>,
     pacing_bps: Option<u64>,
+    /// The rate the path delivers bursts at, from the receiver's reports (0: unknown).
+    burst_rate_bps: u64,
+    /// When the next datagram may leave, with pacing ([`SenderConfig::pacing`]).
+    pace_at: Option<Instant>,
+    /// The last poll found a datagram held back by pacing: `pace_at` is a timeout.
+    pace_blocked: bool,
     /// The last report, and when it came, for the rate the path delivers.
     delivered_mark: Option<(Instant, Report)>,
     /// The report the loss estimate was last taken from.
@@ -287,6 +298,9 @@ impl SenderSession {
                 .adapt
                 .map(|max| RateController::new(max, (max / 20).max(MIN_ADAPTED_RATE))),
             pacing_bps: None,
+            burst_rate_bps: 0,
+            pace_at: None,
+            pace_blocked: false,
             delivered_mark: None,
             loss_mark: None,
             fec_mark: None,
@@ -625,6 +639,42 @@ impl SenderSession {
     /// take the datagram at once: the frame's deadline, after which the datagram must not be
     /// sent (give it back with [`abandon`](Self::abandon)).
     pub fn poll_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
+        let rate = self.pace_rate_bps();
+        if rate.is_some() && self.pace_at.is_some_and(|t| now < t) {
+            self.expire(now);
+            self.pace_blocked = self.has_datagram();
+            return None;
+        }
+        self.pace_blocked = false;
+        let out = self.next_outgoing(now, max_size)?;
+        if let Some(bps) = rate {
+            // A token bucket: after a quiet spell up to PACE_BURST_BYTES (or PACE_BURST_TIME
+            // at the rate, on a fast path) go at once, then each datagram as the rate allows.
+            let at_rate = |bytes: u64| {
+                Duration::from_nanos(
+                    u64::try_from(u128::from(bytes) * 8_000_000_000 / u128::from(bps))
+                        .unwrap_or(u64::MAX),
+                )
+            };
+            let burst = at_rate(PACE_BURST_BYTES).max(PACE_BURST_TIME);
+            let floor = now.checked_sub(burst).unwrap_or(now);
+            let start = self.pace_at.map_or(floor, |t| t.max(floor));
+            self.pace_at = Some(start + at_rate(out.data.len() as u64));
+        }
+        Some(out)
+    }
+
+    /// The pacing rate, bit/s: 1.25 × the burst rate the receiver reports, when pacing is on
+    /// and the rate known. Above the measured rate, so that the measure can grow with the
+    /// path (a train paced at the bottleneck's rate arrives at it, no faster).
+    fn pace_rate_bps(&self) -> Option<u64> {
+        (self.cfg.pacing
+            && self.cfg.transport == FrameTransport::Datagram
+            && self.burst_rate_bps > 0)
+            .then(|| self.burst_rate_bps.saturating_mul(5) / 4)
+    }
+
+    fn next_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
         self.expire(now);
         self.fec.handle_timeout(now);
         // What the receiver asked for again is the most urgent.
@@ -891,6 +941,7 @@ impl SenderSession {
     /// at once, a fall smoothed, so parity follows loss up quickly and down slowly.
     fn on_report(&mut self, now: Instant, r: &Report) {
         const MIN_FRAGMENTS: u64 = 50;
+        self.burst_rate_bps = r.burst_rate_bps;
         self.retx.set_one_way(Duration::from_micros(r.rtt_us / 2));
         self.check_fec_effect(now, r);
         let base = self.loss_mark.unwrap_or_default();
@@ -1122,6 +1173,7 @@ impl SenderSession {
             head,
             self.fec.poll_timeout(),
             self.retx.poll_timeout(),
+            self.pace_at.filter(|_| self.pace_blocked),
         ]
         .into_iter()
         .flatten()
@@ -1243,6 +1295,14 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// Bytes that may leave at once with pacing, after a quiet spell (about ten datagrams)...
+const PACE_BURST_BYTES: u64 = 12_000;
+
+/// ...or what the pacing rate sends in this long, if more: on a fast path pacing spreads only
+/// what a shallow queue could not take, and a shell whose timers tick by the millisecond
+/// (tokio's) does not hold back a frame that the path would carry at once.
+const PACE_BURST_TIME: Duration = Duration::from_millis(2);
+
 pub(crate) fn micros_between(from: Instant, to: Instant) -> i64 {
     match to.checked_duration_since(from) {
         Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
@@ -1334,10 +1394,10 @@ mod tests {
     }
 
     /// A video frame's whole burst (50 000 bytes, about 36 datagrams at quinn's 1414-byte
-    /// datagram size on loopback) is handed out at the instant it is pushed: the session
-    /// neither paces the burst nor asks to be woken between its datagrams. Spreading it is
-    /// QUIC's congestion controller's business; doing it here too would add delay that bare
-    /// quinn does not have (`cargo bench --bench loopback`, case `video`).
+    /// datagram size on loopback) is handed out at the instant it is pushed while no burst
+    /// rate is known, and on a fast path (below): the session asks to be woken between its
+    /// datagrams only where a shallow queue could not take them, and otherwise adds no delay
+    /// that bare quinn does not have (`cargo bench --bench loopback`, case `video`).
     #[test]
     fn a_video_frame_leaves_in_one_burst_at_the_instant_it_is_pushed() {
         let (mut s, t0) = setup();
@@ -1579,6 +1639,87 @@ mod tests {
         assert!(s.is_done());
         assert_eq!(s.end(), Some(&End::Complete));
         assert_eq!(s.report(t1).frames.played, 1);
+    }
+
+    fn report_burst_rate(s: &mut SenderSession, now: Instant, bps: u64) {
+        let report = ControlMessage::Report(Report {
+            burst_rate_bps: bps,
+            ..Default::default()
+        });
+        s.handle_control(now, &report.to_bytes());
+    }
+
+    /// Sends what `s` lets go at each wake-up it asks for until nothing is left: (when,
+    /// bytes) of each datagram.
+    fn drain_paced(s: &mut SenderSession, t0: Instant) -> Vec<(Duration, usize)> {
+        let mut sent = Vec::new();
+        let mut now = t0;
+        for _ in 0..1000 {
+            while let Some(d) = s.poll_datagram(now, 1414) {
+                sent.push((now - t0, d.len()));
+            }
+            if !s.has_datagram() {
+                break;
+            }
+            let wake = s.poll_timeout().expect("held back by pacing: a wake-up");
+            assert!(wake > now, "a wake-up in the future");
+            now = wake;
+        }
+        sent
+    }
+
+    /// Once the receiver reports the rate its path delivers bursts at, a frame's datagrams go
+    /// at 1.25 × that rate after a first 12 000 bytes: a 50 kB keyframe on a 10 Mbit/s path
+    /// takes 25 ms instead of arriving at a shallow queue all at once.
+    #[test]
+    fn with_a_reported_burst_rate_a_large_frame_is_paced_a_quarter_above_it() {
+        let (mut s, t0) = setup();
+        s.poll_control();
+        s.handle_control(t0, &receiver_hello());
+        report_burst_rate(&mut s, t0, 10_000_000);
+        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let sent = drain_paced(&mut s, t0);
+        let at_once: usize = sent
+            .iter()
+            .filter(|(at, _)| at.is_zero())
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            (12_000..12_000 + 1414).contains(&at_once),
+            "{at_once} bytes at once"
+        );
+        let (last, last_len) = *sent.last().unwrap();
+        // The bytes that went after the first burst, up to (not including) the last datagram,
+        // took until the last one could go.
+        let rest: usize = sent.iter().map(|(_, n)| n).sum::<usize>() - at_once - last_len;
+        let rate = rest as f64 * 8.0 / last.as_secs_f64();
+        assert!(
+            (11.0e6..=12.6e6).contains(&rate),
+            "paced at {rate} bit/s over {last:?}"
+        );
+        assert_eq!(s.stats().frames_completed, 1);
+
+        // Pacing off: the same report leaves the burst as it was.
+        let (mut s, t0) = setup();
+        s.cfg.pacing = false;
+        s.poll_control();
+        s.handle_control(t0, &receiver_hello());
+        report_burst_rate(&mut s, t0, 10_000_000);
+        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        assert!(drain_paced(&mut s, t0).iter().all(|(at, _)| at.is_zero()));
+    }
+
+    /// On a fast path pacing holds nothing back that 2 ms at its rate covers: a 50 kB frame at
+    /// 1 Gbit/s leaves at once, and no wake-up between its datagrams is asked for.
+    #[test]
+    fn on_a_fast_path_pacing_lets_a_frame_go_at_once() {
+        let (mut s, t0) = setup();
+        s.poll_control();
+        s.handle_control(t0, &receiver_hello());
+        report_burst_rate(&mut s, t0, 1_000_000_000);
+        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let sent = drain_paced(&mut s, t0);
+        assert!(sent.len() >= 36 && sent.iter().all(|(at, _)| at.is_zero()));
     }
 
     #[test]
