@@ -1143,6 +1143,11 @@ impl SenderSession {
     /// Acts on timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
+        if self.pace_at.is_some_and(|t| t <= now) {
+            // Pacing lets the next datagram go: the timeout is spent, whether or not the shell
+            // can hand it to QUIC now (a full QUIC buffer has the shell's own wake-up).
+            self.pace_blocked = false;
+        }
         self.fec.handle_timeout(now);
         self.retx.prune(now);
         self.retx.release_due(now);
@@ -1707,6 +1712,29 @@ mod tests {
         report_burst_rate(&mut s, t0, 10_000_000);
         s.push_frame(t0, frame(t0, 50_000)).unwrap();
         assert!(drain_paced(&mut s, t0).iter().all(|(at, _)| at.is_zero()));
+    }
+
+    /// A shell that cannot hand QUIC a datagram when pacing would let it (QUIC's buffer is
+    /// full) is not woken again and again for it: the wake-up is spent once it has come.
+    /// (rtq-sim's virtual time stalled on this: the same instant asked for forever.)
+    #[test]
+    fn a_pacing_wake_up_is_spent_once_it_has_come_even_if_nothing_is_sent() {
+        let (mut s, t0) = setup();
+        s.poll_control();
+        s.handle_control(t0, &receiver_hello());
+        report_burst_rate(&mut s, t0, 10_000_000);
+        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        while s.poll_datagram(t0, 1414).is_some() {}
+        let wake = s.poll_timeout().unwrap();
+        assert!(
+            wake > t0 && wake < t0 + Duration::from_millis(2),
+            "{:?}",
+            wake - t0
+        );
+        s.handle_timeout(wake);
+        assert!(s.poll_timeout().is_none_or(|t| t > wake), "asked for again");
+        // Polled again, it paces on.
+        assert!(s.poll_datagram(wake, 1414).is_some());
     }
 
     /// On a fast path pacing holds nothing back that 2 ms at its rate covers: a 50 kB frame at
