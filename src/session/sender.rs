@@ -211,6 +211,9 @@ struct Queued {
     capture: Instant,
     capture_us: u64,
     deadline: Instant,
+    /// Half its deadline after capture: waiting longer at the head of the queue is
+    /// congestion ([`SenderSession::shed`]). Worked out once, not at every poll.
+    shed_after: Instant,
     flags: FrameFlags,
     body: Bytes,
     payload_len: u32,
@@ -560,6 +563,7 @@ impl SenderSession {
             capture: frame.capture,
             capture_us: self.anchor.micros(frame.capture),
             deadline,
+            shed_after: frame.capture + self.cfg.deadline / 2,
             flags,
             body,
             payload_len,
@@ -598,7 +602,7 @@ impl SenderSession {
         let Some(head) = self.queue.front() else {
             return;
         };
-        if now.saturating_duration_since(head.capture) <= self.cfg.deadline / 2 {
+        if now <= head.shed_after {
             return;
         }
         let Some(key) = self
