@@ -91,7 +91,8 @@ pub struct SendArgs {
     pub nack: bool,
     /// Pace datagrams at 1.25 × the rate the receiver measures the path delivering bursts at,
     /// once it has: a keyframe sent at once overflows a shallow bottleneck queue, which drops
-    /// its tail. Off: each frame's datagrams go as fast as QUIC takes them.
+    /// its tail. Off: each frame's datagrams go as fast as QUIC takes them. Datagram transport
+    /// only (a frame stream is QUIC's to pace).
     #[arg(long, value_parser = on_off_arg, action = clap::ArgAction::Set, default_value = "on", value_name = "on|off")]
     pub pacing: bool,
     /// How frames travel: `datagram` (QUIC datagrams with FEC and retransmission within the
