@@ -414,6 +414,7 @@ fn help_lists_the_documented_flags() {
         "--quiet",
         "--loopback",
         "--transport",
+        "--pacing",
         "--reconnect",
         "--reconnect-backoff",
         "--reconnect-timeout",
