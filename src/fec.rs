@@ -433,8 +433,6 @@ impl FecEncoder {
         }
     }
 
-    /// Frames per group of single-fragment frames: enough that a parity or two protect it at
-    /// a modest overhead, at most [`MAX_GROUP_FRAMES`].
     /// Whether no group would get parity now: automatic parity while no loss is reported
     /// (see [`parities_for`]). The clean path's common case, for every datagram: collecting
     /// groups only to give them no parity would cost each one a copy of its handle and a
@@ -443,6 +441,8 @@ impl FecEncoder {
         matches!(self.mode, FecMode::Auto { .. }) && self.estimate.loss <= 0.0
     }
 
+    /// Frames per group of single-fragment frames: enough that a parity or two protect it at
+    /// a modest overhead, at most [`MAX_GROUP_FRAMES`].
     fn group_target(&self) -> usize {
         match self.mode {
             FecMode::Off => 1,
