@@ -26,6 +26,7 @@ pub mod fec;
 pub mod jitter;
 pub mod loss;
 pub mod net;
+pub mod pace;
 pub mod packetize;
 pub mod rate;
 pub mod reassemble;

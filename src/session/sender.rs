@@ -23,6 +23,7 @@ use crate::clock::ClockAnchor;
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
 use crate::loss::OUTAGE_LOSS;
+use crate::pace::Pacer;
 use crate::packetize::{Fragments, WireFrame};
 use crate::rate::{RateController, RateInputs};
 use crate::retransmit::{RetransmitStats, RetransmitStore};
@@ -247,12 +248,8 @@ pub struct SenderSession {
     chunk: BytesMut,
     rate: Option<RateController>,
     pacing_bps: Option<u64>,
-    /// The rate the path delivers bursts at, from the receiver's reports (0: unknown).
-    burst_rate_bps: u64,
-    /// When the next datagram may leave, with pacing ([`SenderConfig::pacing`]).
-    pace_at: Option<Instant>,
-    /// The last poll found a datagram held back by pacing: `pace_at` is a timeout.
-    pace_blocked: bool,
+    /// Pacing at the burst rate the receiver reports ([`SenderConfig::pacing`]).
+    pacer: Pacer,
     /// The last report, and when it came, for the rate the path delivers.
     delivered_mark: Option<(Instant, Report)>,
     /// The report the loss estimate was last taken from.
@@ -301,9 +298,7 @@ impl SenderSession {
                 .adapt
                 .map(|max| RateController::new(max, (max / 20).max(MIN_ADAPTED_RATE))),
             pacing_bps: None,
-            burst_rate_bps: 0,
-            pace_at: None,
-            pace_blocked: false,
+            pacer: Pacer::default(),
             delivered_mark: None,
             loss_mark: None,
             fec_mark: None,
@@ -643,39 +638,15 @@ impl SenderSession {
     /// take the datagram at once: the frame's deadline, after which the datagram must not be
     /// sent (give it back with [`abandon`](Self::abandon)).
     pub fn poll_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
-        let rate = self.pace_rate_bps();
-        if rate.is_some() && self.pace_at.is_some_and(|t| now < t) {
+        if !self.pacer.ready(now) {
             self.expire(now);
-            self.pace_blocked = self.has_datagram();
+            let waiting = self.has_datagram();
+            self.pacer.hold(waiting);
             return None;
         }
-        self.pace_blocked = false;
         let out = self.next_outgoing(now, max_size)?;
-        if let Some(bps) = rate {
-            // A token bucket: after a quiet spell up to PACE_BURST_BYTES (or PACE_BURST_TIME
-            // at the rate, on a fast path) go at once, then each datagram as the rate allows.
-            let at_rate = |bytes: u64| {
-                Duration::from_nanos(
-                    u64::try_from(u128::from(bytes) * 8_000_000_000 / u128::from(bps))
-                        .unwrap_or(u64::MAX),
-                )
-            };
-            let burst = at_rate(PACE_BURST_BYTES).max(PACE_BURST_TIME);
-            let floor = now.checked_sub(burst).unwrap_or(now);
-            let start = self.pace_at.map_or(floor, |t| t.max(floor));
-            self.pace_at = Some(start + at_rate(out.data.len() as u64));
-        }
+        self.pacer.sent(now, out.data.len());
         Some(out)
-    }
-
-    /// The pacing rate, bit/s: 1.25 × the burst rate the receiver reports, when pacing is on
-    /// and the rate known. Above the measured rate, so that the measure can grow with the
-    /// path (a train paced at the bottleneck's rate arrives at it, no faster).
-    fn pace_rate_bps(&self) -> Option<u64> {
-        (self.cfg.pacing
-            && self.cfg.transport == FrameTransport::Datagram
-            && self.burst_rate_bps > 0)
-            .then(|| self.burst_rate_bps.saturating_mul(5) / 4)
     }
 
     fn next_outgoing(&mut self, now: Instant, max_size: usize) -> Option<Outgoing> {
@@ -945,7 +916,9 @@ impl SenderSession {
     /// at once, a fall smoothed, so parity follows loss up quickly and down slowly.
     fn on_report(&mut self, now: Instant, r: &Report) {
         const MIN_FRAGMENTS: u64 = 50;
-        self.burst_rate_bps = r.burst_rate_bps;
+        let paced = self.cfg.pacing && self.cfg.transport == FrameTransport::Datagram;
+        self.pacer
+            .set_measured(if paced { r.burst_rate_bps } else { 0 });
         self.retx.set_one_way(Duration::from_micros(r.rtt_us / 2));
         self.check_fec_effect(now, r);
         let base = self.loss_mark.unwrap_or_default();
@@ -1147,11 +1120,7 @@ impl SenderSession {
     /// Acts on timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.expire(now);
-        if self.pace_at.is_some_and(|t| t <= now) {
-            // Pacing lets the next datagram go: the timeout is spent, whether or not the shell
-            // can hand it to QUIC now (a full QUIC buffer has the shell's own wake-up).
-            self.pace_blocked = false;
-        }
+        self.pacer.handle_timeout(now);
         self.fec.handle_timeout(now);
         self.retx.prune(now);
         self.retx.release_due(now);
@@ -1182,7 +1151,7 @@ impl SenderSession {
             head,
             self.fec.poll_timeout(),
             self.retx.poll_timeout(),
-            self.pace_at.filter(|_| self.pace_blocked),
+            self.pacer.timeout(),
         ]
         .into_iter()
         .flatten()
@@ -1303,14 +1272,6 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
         ((part as f64 / whole as f64) * 10_000.0).round() / 10_000.0
     }
 }
-
-/// Bytes that may leave at once with pacing, after a quiet spell (about ten datagrams)...
-const PACE_BURST_BYTES: u64 = 12_000;
-
-/// ...or what the pacing rate sends in this long, if more: on a fast path pacing spreads only
-/// what a shallow queue could not take, and a shell whose timers tick by the millisecond
-/// (tokio's) does not hold back a frame that the path would carry at once.
-const PACE_BURST_TIME: Duration = Duration::from_millis(2);
 
 pub(crate) fn micros_between(from: Instant, to: Instant) -> i64 {
     match to.checked_duration_since(from) {
@@ -1650,12 +1611,20 @@ mod tests {
         assert_eq!(s.report(t1).frames.played, 1);
     }
 
-    fn report_burst_rate(s: &mut SenderSession, now: Instant, bps: u64) {
+    /// A session (pacing on or off) told by a report that the path delivers bursts at `bps`,
+    /// with a 50 kB frame pushed at t0.
+    fn large_frame_after_burst_rate(pacing: bool, bps: u64) -> (SenderSession, Instant) {
+        let (mut s, t0) = setup();
+        s.cfg.pacing = pacing;
+        s.poll_control();
+        s.handle_control(t0, &receiver_hello());
         let report = ControlMessage::Report(Report {
             burst_rate_bps: bps,
             ..Default::default()
         });
-        s.handle_control(now, &report.to_bytes());
+        s.handle_control(t0, &report.to_bytes());
+        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        (s, t0)
     }
 
     /// Sends what `s` lets go at each wake-up it asks for until nothing is left: (when,
@@ -1682,11 +1651,7 @@ mod tests {
     /// takes 25 ms instead of arriving at a shallow queue all at once.
     #[test]
     fn with_a_reported_burst_rate_a_large_frame_is_paced_a_quarter_above_it() {
-        let (mut s, t0) = setup();
-        s.poll_control();
-        s.handle_control(t0, &receiver_hello());
-        report_burst_rate(&mut s, t0, 10_000_000);
-        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let (mut s, t0) = large_frame_after_burst_rate(true, 10_000_000);
         let sent = drain_paced(&mut s, t0);
         let at_once: usize = sent
             .iter()
@@ -1709,12 +1674,7 @@ mod tests {
         assert_eq!(s.stats().frames_completed, 1);
 
         // Pacing off: the same report leaves the burst as it was.
-        let (mut s, t0) = setup();
-        s.cfg.pacing = false;
-        s.poll_control();
-        s.handle_control(t0, &receiver_hello());
-        report_burst_rate(&mut s, t0, 10_000_000);
-        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let (mut s, t0) = large_frame_after_burst_rate(false, 10_000_000);
         assert!(drain_paced(&mut s, t0).iter().all(|(at, _)| at.is_zero()));
     }
 
@@ -1723,11 +1683,7 @@ mod tests {
     /// (rtq-sim's virtual time stalled on this: the same instant asked for forever.)
     #[test]
     fn a_pacing_wake_up_is_spent_once_it_has_come_even_if_nothing_is_sent() {
-        let (mut s, t0) = setup();
-        s.poll_control();
-        s.handle_control(t0, &receiver_hello());
-        report_burst_rate(&mut s, t0, 10_000_000);
-        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let (mut s, t0) = large_frame_after_burst_rate(true, 10_000_000);
         while s.poll_datagram(t0, 1414).is_some() {}
         let wake = s.poll_timeout().unwrap();
         assert!(
@@ -1745,11 +1701,7 @@ mod tests {
     /// 1 Gbit/s leaves at once, and no wake-up between its datagrams is asked for.
     #[test]
     fn on_a_fast_path_pacing_lets_a_frame_go_at_once() {
-        let (mut s, t0) = setup();
-        s.poll_control();
-        s.handle_control(t0, &receiver_hello());
-        report_burst_rate(&mut s, t0, 1_000_000_000);
-        s.push_frame(t0, frame(t0, 50_000)).unwrap();
+        let (mut s, t0) = large_frame_after_burst_rate(true, 1_000_000_000);
         let sent = drain_paced(&mut s, t0);
         assert!(sent.len() >= 36 && sent.iter().all(|(at, _)| at.is_zero()));
     }
