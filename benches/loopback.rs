@@ -28,12 +28,14 @@
 //!   the transport → last fragment received (rtq: capture → complete, its *network* delay);
 //! - `goodput`: 1100-byte frames (one datagram each, whatever the path MTU) as fast as each
 //!   contender takes them, with its own back-pressure (raw UDP: none, the kernel drops; quinn
-//!   datagrams and rtq: `send_datagram_wait`; the stream: flow control), for 2 s: Mbit/s of
-//!   payload that arrived, and frames sent but not received. rtq here is `rtq_core` (its
-//!   sessions in a minimal loop) with the control stream the shells have, polled between
-//!   datagrams: at this rate the sender must hear the receiver's reports, which bound how long
-//!   it keeps sent datagrams for copies (without them it keeps its whole 8 MiB budget), and
-//!   the receiver's requests for what quinn dropped when it fell behind are answered.
+//!   datagrams and rtq: `send_datagram_wait`; the stream: flow control), for 1 s, three turns
+//!   a round (each turn a ratio of its own: goodput swings most with what else the machine
+//!   does): Mbit/s of payload that arrived, and frames sent but not received. rtq here is
+//!   `rtq_core` (its sessions in a minimal loop) with the control stream the shells have,
+//!   looked at every 16 datagrams: at this rate the sender must hear the receiver's reports,
+//!   which bound how long it keeps sent frames for copies (without them it keeps its whole
+//!   8 MiB budget), and the receiver's requests for what quinn dropped when it fell behind are
+//!   answered.
 //!
 //! Processes: with `processes = 1` sender and receiver run in this process on one tokio
 //! runtime; with `processes = 2` the receiver half runs in a child process (this bench binary
@@ -344,8 +346,8 @@ fn main() {
         (Case::Small, true, _) => 1.0,
         (Case::Video, false, _) => 4.0,
         (Case::Video, true, _) => 2.0,
-        (Case::Goodput, false, _) => 2.0,
-        (Case::Goodput, true, _) => 1.0,
+        (Case::Goodput, false, _) => 1.0,
+        (Case::Goodput, true, _) => 0.5,
     };
     // Keyed by (case, processes, contender).
     let mut delays: BTreeMap<Key, LatencyHistogram> = BTreeMap::new();
@@ -356,8 +358,16 @@ fn main() {
         for &procs in &args.processes {
             for case in Case::ALL {
                 let contenders = case.contenders();
-                // Rotate the order each round so that no contender always runs first.
-                for i in 0..contenders.len() {
+                // Goodput swings most with what else the machine does: its contenders take
+                // turns several times a round, and each turn is a ratio of its own.
+                let turns = if case == Case::Goodput {
+                    GOODPUT_TURNS
+                } else {
+                    1
+                };
+                // Rotate the order each round (and turn) so that no contender always runs
+                // first.
+                for i in 0..contenders.len() * turns {
                     let c = contenders[(i + round) % contenders.len()];
                     if !args.only.iter().all(|o| o == c.name() || o == case.name()) {
                         continue;
@@ -459,6 +469,9 @@ fn main() {
 }
 
 type Key = (Case, u8, Contender);
+
+/// Times each goodput contender runs per round (for 1 s each; 0.5 s with `--quick`).
+const GOODPUT_TURNS: usize = 3;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -586,9 +599,9 @@ fn ratios(
     Some((p50, p99))
 }
 
-/// Median over rounds of `key`'s goodput / `baseline`'s in the same round, as [`ratios`]
-/// does for delays: the machine's speed drifts between rounds by more than the difference
-/// measured.
+/// Median over turns of `key`'s goodput / `baseline`'s in the same turn, as [`ratios`] does
+/// for delays over rounds: the machine's speed drifts between turns by more than the
+/// difference measured.
 fn goodput_ratio(goodput: &BTreeMap<Key, Vec<f64>>, key: Key, baseline: Contender) -> f64 {
     let (Some(mine), Some(base)) = (goodput.get(&key), goodput.get(&(key.0, key.1, baseline)))
     else {
@@ -663,7 +676,7 @@ fn print_tables(
         return;
     }
     println!(
-        "\ngoodput on loopback ({GOODPUT_FRAME}-byte frames, as fast as each takes them; Mbit/s: median over rounds; ratios: median over rounds of contender / baseline in the same round)"
+        "\ngoodput on loopback ({GOODPUT_FRAME}-byte frames, as fast as each takes them; Mbit/s: median over turns, {GOODPUT_TURNS} a round; ratios: median over turns of contender / baseline in the same turn)"
     );
     println!(
         "{:>5} {:<15} {:>10} {:>10} {:>10} {:>10}",
@@ -1167,13 +1180,21 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     }));
     let mut ctl: Option<ControlPipe> = None;
     let mut last_us = clock_us();
+    let mut n = 0u64;
     while let Ok(d) = conn.read_datagram().await {
         let t = now();
         rx.handle_datagram(t, d);
+        while rx.poll_frame(t).is_some() {}
+        // Timers and the control stream every CONTROL_EVERY datagrams: at this rate that is
+        // every few tens of µs, and reports and requests come every few ms.
+        n += 1;
+        if !n.is_multiple_of(CONTROL_EVERY) {
+            last_us = clock_us();
+            continue;
+        }
         if rx.poll_timeout().is_some_and(|w| w <= t) {
             rx.handle_timeout(t);
         }
-        while rx.poll_frame(t).is_some() {}
         if let Some(a) = accept.take_if(|a| a.is_finished())
             && let Ok(Ok((send, recv))) = a.await
         {
@@ -1199,6 +1220,10 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     }
 }
 
+/// The goodput loops of `rtq_core` look at timers and the control stream once per this many
+/// datagrams.
+const CONTROL_EVERY: u64 = 16;
+
 /// rtq's sender session (compression off) driven by a minimal loop with `send_datagram_wait`'s
 /// back-pressure: the sender's queue is kept at 64 KiB, a frame pushed for each datagram sent.
 /// Its control stream is polled between datagrams.
@@ -1219,18 +1244,22 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
     let mut frames = 0u64;
     let mut max = conn.max_datagram_size().unwrap();
     let mut sent = 0u64;
+    let mut turns = 0u64;
     while now() < start + job.duration {
         let t = now();
-        while let Some(chunk) = ctl.try_recv() {
-            tx.handle_control(t, &chunk);
-        }
-        if tx.poll_timeout().is_some_and(|w| w <= t) {
-            tx.handle_timeout(t);
-        }
-        while ctl.has_room()
-            && let Some(b) = tx.poll_control()
-        {
-            ctl.try_send(b);
+        turns += 1;
+        if turns.is_multiple_of(CONTROL_EVERY) {
+            while let Some(chunk) = ctl.try_recv() {
+                tx.handle_control(t, &chunk);
+            }
+            if tx.poll_timeout().is_some_and(|w| w <= t) {
+                tx.handle_timeout(t);
+            }
+            while ctl.has_room()
+                && let Some(b) = tx.poll_control()
+            {
+                ctl.try_send(b);
+            }
         }
         // A frame in for each that left: QUIC's send buffer is fed as steadily as bare
         // quinn's loop feeds it (a burst of session work between bursts of sends would let

@@ -32,14 +32,10 @@ impl ClockAnchor {
     /// Microseconds since the Unix epoch at `now`.
     pub fn micros(&self, now: Instant) -> u64 {
         match now.checked_duration_since(self.at) {
-            Some(d) => self
+            Some(d) => self.unix_us.saturating_add(whole_micros(d)),
+            None => self
                 .unix_us
-                .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-            None => {
-                let back = self.at.duration_since(now);
-                self.unix_us
-                    .saturating_sub(u64::try_from(back.as_micros()).unwrap_or(u64::MAX))
-            }
+                .saturating_sub(whole_micros(self.at.duration_since(now))),
         }
     }
 
@@ -55,6 +51,14 @@ impl ClockAnchor {
             self.at.checked_sub(back).unwrap_or(self.at)
         }
     }
+}
+
+/// `d` in whole microseconds, saturating: `as_micros` without its 128-bit arithmetic (this
+/// runs for every frame on both sides).
+pub fn whole_micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
 }
 
 /// `a − b` in microseconds, saturating instead of overflowing (timestamps come from the network).
@@ -192,6 +196,15 @@ impl ClockSync {
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// Whole microseconds as `as_micros` counts them, saturating where it would not fit.
+        #[test]
+        fn whole_micros_is_as_micros(secs in proptest::prelude::any::<u64>(), nanos in 0u32..1_000_000_000) {
+            let d = Duration::new(secs, nanos);
+            proptest::prop_assert_eq!(whole_micros(d), u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -41,6 +41,37 @@ pub enum PacketizeError {
 /// common path's size, and what a small frame's cut costs in memory at most.
 pub const CHUNK: usize = 16 * 1024;
 
+/// Fragment `index` of `frame` cut into `count` fragments, built on its own: the bytes
+/// [`Fragments`] hands out for it (whatever datagram size gave that count), marked as a copy
+/// sent again if `copy` ([`is_copy`](crate::wire::datagram::is_copy)). `None` if the frame
+/// has no such fragment.
+///
+/// The sender keeps a frame rather than its datagrams for retransmission and builds what the
+/// receiver asks for again with this: the datagrams leave its memory once QUIC has them.
+pub fn fragment(frame: &WireFrame, count: u16, index: u16, copy: bool) -> Option<Bytes> {
+    let frame_len = u32::try_from(frame.body.len()).ok()?;
+    if index >= count || !crate::wire::datagram::valid_geometry(frame_len, count) {
+        return None;
+    }
+    let header = FragmentHeader {
+        flags: frame.flags,
+        seq: frame.seq,
+        capture_us: frame.capture_us,
+        frame_len,
+        payload_len: frame.payload_len,
+        index,
+        count,
+    };
+    let body = frame.body.get(header.range())?;
+    let mut d = BytesMut::zeroed(HEADER_LEN);
+    header.emit(&mut d)?;
+    if copy {
+        crate::wire::datagram::set_copy_mark(&mut d);
+    }
+    d.extend_from_slice(body);
+    Some(d.freeze())
+}
+
 /// The datagrams of one frame, handed out one at a time.
 #[derive(Debug, Clone)]
 pub struct Fragments {
@@ -238,6 +269,33 @@ mod tests {
             }
             for (shared, alone) in held {
                 prop_assert_eq!(shared, alone);
+            }
+        }
+
+        /// A fragment built on its own is the one the frame's cut handed out (marked as a copy
+        /// if asked), and there is none past the count.
+        #[test]
+        fn a_fragment_alone_matches_the_cut(len in 0usize..20_000, mtu in (HEADER_LEN + 1)..1500, copy in any::<bool>()) {
+            let f = frame(len);
+            let Ok(frags) = Fragments::new(&f, mtu) else { return Ok(()) };
+            let count = Fragments::count(&frags);
+            for (i, d) in frags.enumerate() {
+                let alone = fragment(&f, count, i as u16, copy).unwrap();
+                prop_assert_eq!(crate::wire::datagram::is_copy(&alone), copy);
+                let expected = if copy { crate::wire::datagram::mark_copy(&d) } else { d };
+                prop_assert_eq!(alone, expected);
+            }
+            prop_assert_eq!(fragment(&f, count, count, copy), None);
+        }
+
+        /// Any count and index, sensible or not, give a fragment that parses or nothing.
+        #[test]
+        fn a_fragment_of_any_geometry_parses_or_is_refused(len in 0usize..5000, count in any::<u16>(), index in any::<u16>()) {
+            let f = frame(len);
+            if let Some(d) = fragment(&f, count, index, false) {
+                let (h, body) = FragmentHeader::parse(&d).unwrap();
+                prop_assert_eq!((h.index, h.count), (index, count));
+                prop_assert_eq!(body, &f.body[h.range()]);
             }
         }
 

@@ -19,7 +19,7 @@ use tracing::{debug, trace};
 use super::{
     End, FrameTransport, Handshake, MAX_CONTROL_BACKLOG, SOFTWARE, handshake, queue_control,
 };
-use crate::clock::ClockAnchor;
+use crate::clock::{ClockAnchor, diff_us};
 use crate::compress::{CompressLevel, CompressStats, Compressor};
 use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
 use crate::loss::OUTAGE_LOSS;
@@ -237,6 +237,9 @@ enum Phase {
 pub struct SenderSession {
     cfg: SenderConfig,
     anchor: ClockAnchor,
+    /// The last instant converted to µs on the anchor's clock, and its value: a frame pushed
+    /// and sent at one instant asks for it twice.
+    last_now: Option<(Instant, u64)>,
     started: Instant,
     ended_at: Option<Instant>,
     phase: Phase,
@@ -306,6 +309,7 @@ impl SenderSession {
             decoder: ControlDecoder::new(cfg.max_control_message),
             cfg,
             anchor,
+            last_now: None,
             started: now,
             ended_at: None,
             phase: Phase::Running,
@@ -554,9 +558,10 @@ impl SenderSession {
             return Ok(());
         }
         self.queued_bytes += body.len();
+        let capture_us = self.micros(frame.capture);
         self.queue.push_back(Queued {
             capture: frame.capture,
-            capture_us: self.anchor.micros(frame.capture),
+            capture_us,
             deadline,
             shed_after: frame.capture + self.cfg.deadline / 2,
             flags,
@@ -566,6 +571,18 @@ impl SenderSession {
         });
         trace!(len, queued = self.queue.len(), "frame queued");
         Ok(())
+    }
+
+    /// `t` in µs on the anchor's clock (the last conversion remembered).
+    fn micros(&mut self, t: Instant) -> u64 {
+        if let Some((at, us)) = self.last_now
+            && at == t
+        {
+            return us;
+        }
+        let us = self.anchor.micros(t);
+        self.last_now = Some((t, us));
+        us
     }
 
     /// Drops frames at the head of the queue whose deadline has passed.
@@ -750,7 +767,14 @@ impl SenderSession {
                 seq,
                 index,
                 count,
-                &d,
+                d.len(),
+                || WireFrame {
+                    seq,
+                    capture_us: front.capture_us,
+                    flags: front.flags,
+                    body: front.body.clone(),
+                    payload_len: front.payload_len,
+                },
                 front.capture + plays.min(horizon),
                 front.capture + horizon,
             );
@@ -758,7 +782,8 @@ impl SenderSession {
         if last_of_frame && let Some(q) = self.queue.pop_front() {
             self.queued_bytes -= q.body.len();
             self.stats.frames_completed += 1;
-            self.send_delay.record(micros_between(q.capture, now));
+            let now_us = self.micros(now);
+            self.send_delay.record(diff_us(now_us, q.capture_us));
             if self.phase == Phase::Draining && self.queue.is_empty() {
                 self.send_goodbye(now);
             }
@@ -1270,13 +1295,6 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
         1.0
     } else {
         ((part as f64 / whole as f64) * 10_000.0).round() / 10_000.0
-    }
-}
-
-pub(crate) fn micros_between(from: Instant, to: Instant) -> i64 {
-    match to.checked_duration_since(from) {
-        Some(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
-        None => -i64::try_from(from.duration_since(to).as_micros()).unwrap_or(i64::MAX),
     }
 }
 

@@ -37,10 +37,15 @@ pub fn is_copy(datagram: &[u8]) -> bool {
 /// `datagram` (a fragment) marked as a copy sent again ([`is_copy`]).
 pub fn mark_copy(datagram: &[u8]) -> bytes::Bytes {
     let mut copy = bytes::BytesMut::from(datagram);
-    if let Some(m) = copy.get_mut(MARKS_AT) {
+    set_copy_mark(&mut copy);
+    copy.freeze()
+}
+
+/// Marks `datagram` (a fragment) in place as a copy sent again ([`is_copy`]).
+pub fn set_copy_mark(datagram: &mut [u8]) {
+    if let Some(m) = datagram.get_mut(MARKS_AT) {
         *m |= MARK_COPY;
     }
-    copy.freeze()
 }
 
 /// Per-frame flags carried in every fragment.
