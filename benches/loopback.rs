@@ -1179,17 +1179,20 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
         async move { conn.accept_bi().await }
     }));
     let mut ctl: Option<ControlPipe> = None;
-    let mut last_us = clock_us();
+    // One clock read per datagram, as bare quinn's loop: the last datagram's time, on the
+    // system clock, is worked out once at the end.
+    let anchor = rtq::net::system_anchor();
+    let mut last = now();
     let mut n = 0u64;
     while let Ok(d) = conn.read_datagram().await {
         let t = now();
+        last = t;
         rx.handle_datagram(t, d);
         while rx.poll_frame(t).is_some() {}
         // Timers and the control stream every CONTROL_EVERY datagrams: at this rate that is
         // every few tens of µs, and reports and requests come every few ms.
         n += 1;
         if !n.is_multiple_of(CONTROL_EVERY) {
-            last_us = clock_us();
             continue;
         }
         if rx.poll_timeout().is_some_and(|w| w <= t) {
@@ -1210,13 +1213,12 @@ async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
                 c.try_send(b);
             }
         }
-        last_us = clock_us();
     }
     let st = rx.stats();
     Measured::Goodput {
         received: st.frames_complete,
         bytes: st.bytes_payload,
-        last_us,
+        last_us: anchor.micros(last),
     }
 }
 
@@ -1245,8 +1247,12 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
     let mut max = conn.max_datagram_size().unwrap();
     let mut sent = 0u64;
     let mut turns = 0u64;
-    while now() < start + job.duration {
+    let end = start + job.duration;
+    loop {
         let t = now();
+        if t >= end {
+            break;
+        }
         turns += 1;
         if turns.is_multiple_of(CONTROL_EVERY) {
             while let Some(chunk) = ctl.try_recv() {
