@@ -63,7 +63,8 @@ pub fn fragment(frame: &WireFrame, count: u16, index: u16, copy: bool) -> Option
         count,
     };
     let body = frame.body.get(header.range())?;
-    let mut d = BytesMut::zeroed(HEADER_LEN);
+    let mut d = BytesMut::with_capacity(HEADER_LEN + body.len());
+    d.resize(HEADER_LEN, 0);
     header.emit(&mut d)?;
     if copy {
         crate::wire::datagram::set_copy_mark(&mut d);
@@ -275,8 +276,14 @@ mod tests {
         /// A fragment built on its own is the one the frame's cut handed out (marked as a copy
         /// if asked), and there is none past the count.
         #[test]
-        fn a_fragment_alone_matches_the_cut(len in 0usize..20_000, mtu in (HEADER_LEN + 1)..1500, copy in any::<bool>()) {
-            let f = frame(len);
+        fn a_fragment_alone_matches_the_cut(len in 0usize..20_000, mtu in (HEADER_LEN + 1)..1500, copy in any::<bool>(), payload_len in any::<u32>(), seq in any::<u64>()) {
+            // A compressed frame's header carries a payload length of its own.
+            let f = WireFrame {
+                seq,
+                flags: FrameFlags::KEYFRAME.with(FrameFlags::COMPRESSED),
+                payload_len,
+                ..frame(len)
+            };
             let Ok(frags) = Fragments::new(&f, mtu) else { return Ok(()) };
             let count = Fragments::count(&frags);
             for (i, d) in frags.enumerate() {

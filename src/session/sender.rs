@@ -1890,6 +1890,73 @@ mod tests {
         assert!(s.is_running(), "a flood does not end the session");
     }
 
+    /// What goes again is the datagram first sent, byte for byte but for the copy mark:
+    /// compressed, among parity, and after a re-cut to a smaller datagram size part-way.
+    #[test]
+    fn a_requested_datagram_goes_again_as_it_was_first_sent() {
+        use crate::wire::control::{Nack, NackEntry};
+        use crate::wire::datagram::mark_copy;
+        use crate::wire::parity::{TYPE_PARITY, datagram_type};
+        let t0 = crate::test_instant();
+        let cfg = SenderConfig {
+            compress: CompressLevel::Fast,
+            fec: FecMode::Fixed(0.5),
+            ..Default::default()
+        };
+        let mut s = SenderSession::new(cfg, ClockAnchor::new(t0, 1_000_000), t0);
+        s.handle_control(t0, &receiver_hello());
+        // Compressible but not trivially: a few kB after DEFLATE.
+        let data: Vec<u8> = (0..40_000u32).map(|i| (i * i / 7 % 251) as u8).collect();
+        let mut originals = Vec::new();
+        for _ in 0..2 {
+            s.push_frame(
+                t0,
+                SourceFrame {
+                    capture: t0,
+                    keyframe: true,
+                    data: Bytes::from(data.clone()),
+                },
+            )
+            .unwrap();
+        }
+        // Frame 0 whole at 1200 bytes; frame 1 starts at 1200, then the path shrinks to 700.
+        let mut size = 1200;
+        while let Some(d) = s.poll_datagram(t0, size) {
+            if datagram_type(&d) == Some(TYPE_PARITY) {
+                continue;
+            }
+            let (h, _) = FragmentHeader::parse(&d).unwrap();
+            assert!(h.flags.contains(FrameFlags::COMPRESSED));
+            if h.seq == 1 && h.index == 1 && size == 1200 {
+                size = 700;
+            }
+            originals.push((h.seq, h.count, h.index, d));
+        }
+        assert!(s.stats().recuts > 0, "frame 1 was re-cut");
+        // On the wire now: frame 0's cut, and frame 1's second cut (its first was replaced).
+        let count1 = originals.iter().rfind(|o| o.0 == 1).map(|o| o.1).unwrap();
+        let expected: Vec<Bytes> = originals
+            .iter()
+            .filter(|o| o.0 == 0 || o.1 == count1)
+            .map(|o| mark_copy(&o.3))
+            .collect();
+        assert!(
+            expected.len() > count1 as usize,
+            "both frames of many fragments"
+        );
+        let all = |seq| NackEntry {
+            seq,
+            first: 0,
+            count: 0,
+        };
+        let nack = ControlMessage::Nack(Nack {
+            entries: vec![all(0), all(1)],
+        });
+        s.handle_control(t0, &nack.to_bytes());
+        let copies: Vec<Bytes> = std::iter::from_fn(|| s.poll_datagram(t0, 1200)).collect();
+        assert_eq!(copies, expected);
+    }
+
     #[test]
     fn abort_discards_and_counts_the_queue() {
         let (mut s, t0) = setup();
