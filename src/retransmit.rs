@@ -3,7 +3,7 @@
 //!
 //! A frame is kept as it was cut (its body, shared with the sender's queue, and its fragment
 //! count), not as datagrams: what is asked for again is built anew
-//! ([`fragment`](crate::packetize::fragment)). The datagrams themselves leave memory as soon
+//! ([`fragment`]). The datagrams themselves leave memory as soon
 //! as QUIC has them, so at high rates the sender reuses a few warm buffers instead of
 //! dragging megabytes of sent datagrams through the cache (one-process goodput on loopback,
 //! `benches/loopback.rs`: 0.74× → 0.78× bare quinn, two 6-round runs each). The store's bound
