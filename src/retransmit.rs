@@ -82,6 +82,8 @@ pub struct RetransmitStore {
     queue: VecDeque<(Bytes, Instant)>,
     /// Second copies, each with when it may go: (datagram, not before, expires).
     later: VecDeque<(Bytes, Instant, Instant)>,
+    /// Bytes of `queue` and `later`.
+    pending_bytes: usize,
     copies: u8,
     /// One-way delay to the receiver (half its reported round trip).
     one_way: std::time::Duration,
@@ -98,6 +100,7 @@ impl RetransmitStore {
             budget: BUDGET_START,
             queue: VecDeque::new(),
             later: VecDeque::new(),
+            pending_bytes: 0,
             copies: 1,
             one_way: std::time::Duration::ZERO,
             stats: RetransmitStats::default(),
@@ -122,6 +125,11 @@ impl RetransmitStore {
     /// Datagrams waiting to be sent again.
     pub fn pending(&self) -> usize {
         self.queue.len() + self.later.len()
+    }
+
+    /// Their bytes (each a copy of its own).
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Second copies that are due join the queue's end (so that [`poll_timeout`] only names
@@ -270,6 +278,7 @@ impl RetransmitStore {
                     break;
                 }
                 self.budget -= d.len() as f64;
+                self.pending_bytes += d.len();
                 self.queue.push_back((d.clone(), kept.expires));
                 if self.copies > 1 {
                     // The second copy goes as far after the first as lets it arrive before
@@ -292,6 +301,7 @@ impl RetransmitStore {
                 continue;
             }
             self.budget -= d.len() as f64;
+            self.pending_bytes += d.len();
             self.later.push_back((d, at, expires));
         }
     }
@@ -314,6 +324,7 @@ impl RetransmitStore {
     pub fn poll(&mut self, now: Instant, max_size: usize) -> Option<(Bytes, Instant)> {
         self.release_due(now);
         while let Some((d, expires)) = self.queue.pop_front() {
+            self.pending_bytes -= d.len();
             if expires <= now || d.len() > max_size {
                 self.stats.refused.expired += 1;
                 continue;
@@ -330,6 +341,7 @@ impl RetransmitStore {
         self.frames.clear();
         self.queue.clear();
         self.later.clear();
+        self.pending_bytes = 0;
         self.bytes = 0;
     }
 }
@@ -449,6 +461,11 @@ mod tests {
             count: 0,
         };
         s.on_nack(now, 3, &[ask(0), ask(1)], false);
+        assert_eq!(
+            s.pending_bytes(),
+            8 * d(0, 0).len(),
+            "first and second copies wait"
+        );
         // The first copies at once, the second ones not before COPY_SPACING.
         assert_eq!(drain(&mut s, now), vec![d(0, 0), d(0, 1), d(1, 0), d(1, 1)]);
         assert_eq!(s.pending(), 4);
@@ -566,6 +583,7 @@ mod tests {
         assert_eq!(drain(&mut s, t0), vec![d4(0, 0), d4(0, 1)]);
         assert_eq!(s.stats().refused, RefusedRequests::default());
         assert_eq!(s.bytes(), 2 * d4(0, 0).len());
+        assert_eq!(s.pending_bytes(), 0, "all sent");
         // Re-cut into five: only the new cut's datagrams are on the wire.
         let recut = |i| fragment(&frame(0, 4), 5, i, false).unwrap();
         assert_ne!(recut(0).len(), d4(0, 0).len(), "a different geometry");
@@ -646,6 +664,7 @@ mod tests {
             s.on_nack(t0, 20, &entries, repeat);
             prop_assert!(s.pending() <= MAX_QUEUED);
             let resent = drain(&mut s, t0).len() as u64;
+            prop_assert_eq!((s.pending(), s.pending_bytes()), (0, 0));
             let st = s.stats();
             prop_assert_eq!(st.retransmitted, resent);
             prop_assert_eq!(st.requests, entries.len() as u64);

@@ -456,11 +456,16 @@ impl SenderSession {
         self.peer_hello.as_ref()
     }
 
-    /// Everything the session holds: queued frames, datagrams kept for retransmission, parity
-    /// waiting, control bytes waiting (see [`Footprint`](super::Footprint)).
+    /// Everything the session holds: queued frames, frames kept for retransmission (the bytes
+    /// of their sent datagrams) and copies waiting to go, parity waiting, control bytes
+    /// waiting (see [`Footprint`](super::Footprint)).
     pub fn footprint(&self) -> super::Footprint {
         super::Footprint {
-            bytes: self.queued_bytes + self.retx.bytes() + self.decoder.buffered() + self.out.len(),
+            bytes: self.queued_bytes
+                + self.retx.bytes()
+                + self.retx.pending_bytes()
+                + self.decoder.buffered()
+                + self.out.len(),
             entries: self.queue.len()
                 + self.retx.frames()
                 + self.retx.pending()
