@@ -47,7 +47,7 @@ const REDUNDANT_RETRANSMIT_LOSS: f64 = 0.01;
 /// The least rate adaptation asks of a source, bit/s (and at least 1/20 of its own rate).
 const MIN_ADAPTED_RATE: u64 = 50_000;
 
-/// Longest a sent datagram is kept for retransmission after its frame's capture.
+/// Longest a sent frame is kept for retransmission after its capture.
 const MAX_RETRANSMIT_HORIZON: Duration = Duration::from_secs(2);
 
 /// How long parity stays off once it was seen to repair nothing.
@@ -64,10 +64,11 @@ pub struct SenderConfig {
     pub compress: CompressLevel,
     /// Forward error correction.
     pub fec: FecMode,
-    /// Answer the receiver's retransmission requests (keeping sent datagrams until their
-    /// frames can no longer play).
+    /// Answer the receiver's retransmission requests (keeping sent frames until they can no
+    /// longer play).
     pub nack: bool,
-    /// Bytes of sent datagrams kept for retransmission at most.
+    /// Bytes of sent datagrams the retransmission store can rebuild at most (it keeps their
+    /// frames as cut, and forgets the oldest frames first).
     pub retransmit_bytes: usize,
     /// Rate adaptation for a source of this many bit/s: [`SenderSession::target_rate_bps`]
     /// says how fast it should produce. `None`: the source's rate is fixed.
