@@ -53,6 +53,26 @@ impl ClockAnchor {
     }
 }
 
+/// The last instant a session converted with its [`ClockAnchor`], and the result: handling
+/// one event asks for the same instant several times (a frame pushed and sent at one instant;
+/// a datagram and the playout that follows it). Always asked with the session's one anchor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LastMicros(Option<(Instant, u64)>);
+
+impl LastMicros {
+    /// `t` in µs on `anchor`'s clock, remembered for the next call.
+    pub fn get(&mut self, anchor: &ClockAnchor, t: Instant) -> u64 {
+        if let Some((at, us)) = self.0
+            && at == t
+        {
+            return us;
+        }
+        let us = anchor.micros(t);
+        self.0 = Some((t, us));
+        us
+    }
+}
+
 /// `d` in whole microseconds, saturating: `as_micros` without its 128-bit arithmetic (this
 /// runs for every frame on both sides).
 pub fn whole_micros(d: Duration) -> u64 {
@@ -196,6 +216,22 @@ impl ClockSync {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn last_micros_converts_as_the_anchor_and_remembers_one_instant() {
+        let t0 = crate::test_instant();
+        let anchor = ClockAnchor::new(t0, 5_000_000);
+        let mut last = LastMicros::default();
+        for t in [
+            t0,
+            t0,
+            t0 + Duration::from_millis(3),
+            t0,
+            t0 + Duration::from_secs(2),
+        ] {
+            assert_eq!(last.get(&anchor, t), anchor.micros(t));
+        }
+    }
+
     proptest::proptest! {
         /// Whole microseconds as `as_micros` counts them, saturating where it would not fit.
         #[test]

@@ -51,7 +51,7 @@ pub fn system_anchor() -> crate::clock::ClockAnchor {
 fn read_system_clock() -> crate::clock::ClockAnchor {
     let unix_us = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        .map_or(0, crate::clock::whole_micros);
     crate::clock::ClockAnchor::new(Instant::now(), unix_us)
 }
 
@@ -274,7 +274,7 @@ pub fn quic_report_of(
     max_datagram: Option<usize>,
 ) -> crate::stats::report::QuicReport {
     crate::stats::report::QuicReport {
-        rtt_us: u64::try_from(s.path.rtt.as_micros()).unwrap_or(u64::MAX),
+        rtt_us: crate::clock::whole_micros(s.path.rtt),
         cwnd: s.path.cwnd,
         lost_packets: s.path.lost_packets,
         udp_tx_datagrams: s.udp_tx.datagrams,

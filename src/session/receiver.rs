@@ -14,7 +14,7 @@ use tracing::{debug, trace};
 
 use super::sender::{fraction, ratio, to_wire};
 use super::{End, Handshake, SOFTWARE, handshake, queue_control};
-use crate::clock::{ClockAnchor, ClockMode, ClockSync, diff_us};
+use crate::clock::{ClockAnchor, ClockMode, ClockSync, diff_us, whole_micros};
 use crate::compress::Decompressor;
 use crate::fec::{FecDecoder, FecLimits, FecStats};
 use crate::jitter::{Inserted, JitterBuffer, JitterConfig, PlayedFrame, ReadyFrame};
@@ -210,10 +210,6 @@ struct Asked {
     since: Option<Instant>,
 }
 
-fn micros_of(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 /// How often the receiver looks for fragments to ask for again.
 const NACK_SCAN: Duration = Duration::from_millis(5);
 /// How long after a copy last filled in for a lost fragment the playout delay keeps room for
@@ -332,7 +328,7 @@ pub struct ReceiverSession {
     cfg: ReceiverConfig,
     anchor: ClockAnchor,
     /// The last instant converted to µs, and its value ([`Self::micros`]).
-    last_now: Option<(Instant, u64)>,
+    last_now: crate::clock::LastMicros,
     started: Instant,
     ended_at: Option<Instant>,
     phase: Phase,
@@ -423,7 +419,7 @@ impl ReceiverSession {
             decoder: ControlDecoder::new(cfg.max_control_message),
             cfg,
             anchor,
-            last_now: None,
+            last_now: Default::default(),
             started: now,
             ended_at: None,
             phase: Phase::Running,
@@ -519,7 +515,7 @@ impl ReceiverSession {
     /// first pings held up on the way from ones queued behind data.
     pub fn set_transport_rtt(&mut self, now: Instant, rtt: Duration) {
         if self.clock.samples() < u64::from(FIRST_PINGS) && !rtt.is_zero() {
-            self.transport_rtt_us = Some(micros_of(rtt));
+            self.transport_rtt_us = Some(whole_micros(rtt));
             self.transport_rtt_at = Some(now);
         }
     }
@@ -882,14 +878,7 @@ impl ReceiverSession {
     /// `now` in µs on this clock. The last conversion is remembered: handling one datagram,
     /// and the playout that follows, ask for the same instant several times.
     fn micros(&mut self, now: Instant) -> u64 {
-        if let Some((at, us)) = self.last_now
-            && at == now
-        {
-            return us;
-        }
-        let us = self.anchor.micros(now);
-        self.last_now = Some((now, us));
-        us
+        self.last_now.get(&self.anchor, now)
     }
 
     /// The next frame due at `now`, in sequence order. Call until it returns `None`.
@@ -1251,7 +1240,7 @@ impl ReceiverSession {
             self.captures.pop_first();
         }
         let now_us = self.micros(now);
-        let slack = micros_of(trip);
+        let slack = whole_micros(trip);
         // Asked again once both copies have had their round trip (and the wait) to come; with
         // a standing queue, whose round trip is longer than the minimum, 1.5 round trips.
         let retry = if congested {
@@ -1349,8 +1338,8 @@ impl ReceiverSession {
                 ),
                 _ => None,
             };
-            let overdue =
-                !congested && expected.is_some_and(|e| now_us > e.saturating_add(micros_of(wait)));
+            let overdue = !congested
+                && expected.is_some_and(|e| now_us > e.saturating_add(whole_micros(wait)));
             match self.asked.get(&seq) {
                 None => {
                     // Noticed now; asked for once it has been missing for the wait. Missing
@@ -1414,13 +1403,13 @@ impl ReceiverSession {
             };
             for i in 0..ahead {
                 let seq = expected + i;
-                if i > 0 && interval.saturating_mul(i) > micros_of(MAX_ASK_AHEAD_SPAN) {
+                if i > 0 && interval.saturating_mul(i) > whole_micros(MAX_ASK_AHEAD_SPAN) {
                     break;
                 }
                 let capture = last_capture.saturating_add(interval.saturating_mul(i + 1));
                 let overdue = capture
                     .saturating_add_signed(transit)
-                    .saturating_add(micros_of(wait));
+                    .saturating_add(whole_micros(wait));
                 if now_us <= overdue {
                     break;
                 }

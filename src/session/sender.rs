@@ -240,7 +240,7 @@ pub struct SenderSession {
     anchor: ClockAnchor,
     /// The last instant converted to µs on the anchor's clock, and its value: a frame pushed
     /// and sent at one instant asks for it twice.
-    last_now: Option<(Instant, u64)>,
+    last_now: crate::clock::LastMicros,
     started: Instant,
     ended_at: Option<Instant>,
     phase: Phase,
@@ -310,7 +310,7 @@ impl SenderSession {
             decoder: ControlDecoder::new(cfg.max_control_message),
             cfg,
             anchor,
-            last_now: None,
+            last_now: Default::default(),
             started: now,
             ended_at: None,
             phase: Phase::Running,
@@ -581,14 +581,7 @@ impl SenderSession {
 
     /// `t` in µs on the anchor's clock (the last conversion remembered).
     fn micros(&mut self, t: Instant) -> u64 {
-        if let Some((at, us)) = self.last_now
-            && at == t
-        {
-            return us;
-        }
-        let us = self.anchor.micros(t);
-        self.last_now = Some((t, us));
-        us
+        self.last_now.get(&self.anchor, t)
     }
 
     /// Drops frames at the head of the queue whose deadline has passed.
@@ -1337,11 +1330,14 @@ mod tests {
     use crate::wire::datagram::FragmentHeader;
 
     fn setup() -> (SenderSession, Instant) {
-        let t0 = crate::test_instant();
-        let cfg = SenderConfig {
+        setup_with(SenderConfig {
             compress: CompressLevel::Off,
             ..Default::default()
-        };
+        })
+    }
+
+    fn setup_with(cfg: SenderConfig) -> (SenderSession, Instant) {
+        let t0 = crate::test_instant();
         (
             SenderSession::new(cfg, ClockAnchor::new(t0, 1_000_000), t0),
             t0,
@@ -1638,8 +1634,11 @@ mod tests {
     /// A session (pacing on or off) told by a report that the path delivers bursts at `bps`,
     /// with a 50 kB frame pushed at t0.
     fn large_frame_after_burst_rate(pacing: bool, bps: u64) -> (SenderSession, Instant) {
-        let (mut s, t0) = setup();
-        s.cfg.pacing = pacing;
+        let (mut s, t0) = setup_with(SenderConfig {
+            compress: CompressLevel::Off,
+            pacing,
+            ..Default::default()
+        });
         s.poll_control();
         s.handle_control(t0, &receiver_hello());
         let report = ControlMessage::Report(Report {
@@ -1903,13 +1902,11 @@ mod tests {
         use crate::wire::control::{Nack, NackEntry};
         use crate::wire::datagram::mark_copy;
         use crate::wire::parity::{TYPE_PARITY, datagram_type};
-        let t0 = crate::test_instant();
-        let cfg = SenderConfig {
+        let (mut s, t0) = setup_with(SenderConfig {
             compress: CompressLevel::Fast,
             fec: FecMode::Fixed(0.5),
             ..Default::default()
-        };
-        let mut s = SenderSession::new(cfg, ClockAnchor::new(t0, 1_000_000), t0);
+        });
         s.handle_control(t0, &receiver_hello());
         // Compressible but not trivially: a few kB after DEFLATE.
         let data: Vec<u8> = (0..40_000u32).map(|i| (i * i / 7 % 251) as u8).collect();
