@@ -6,7 +6,9 @@
 //! - `small N`: N 1000-byte frames, one a millisecond, through both sessions, played 30 ms on;
 //! - `goodput N`: N 1100-byte frames pushed while the sender holds under 64 KiB, every
 //!   datagram handed to the receiver, frames played as they fall due (as the bench's
-//!   `rtq_core` goodput).
+//!   `rtq_core` goodput);
+//! - `sender N`: the goodput case's sender session alone, one datagram polled per frame
+//!   pushed (the work on the bench's sending thread).
 
 #![allow(clippy::unwrap_used, reason = "a profiling driver fails loudly")]
 
@@ -80,7 +82,31 @@ fn main() {
                 }
             }
         }
-        other => panic!("mode {other:?}: small or goodput"),
+        "sender" => {
+            // The goodput case's sender alone, as the bench's sending thread runs it: a frame
+            // in for each datagram out, the clock a little later for each datagram.
+            let data = Bytes::from(vec![0x5au8; 1100]);
+            let mut pushed = 0;
+            let mut now = t0;
+            let mut sent = 0u64;
+            while pushed < n {
+                while tx.queued_bytes() < 64 * 1024 {
+                    let frame = SourceFrame {
+                        capture: now,
+                        keyframe: false,
+                        data: data.clone(),
+                    };
+                    tx.push_frame(now, frame).unwrap();
+                    pushed += 1;
+                }
+                if let Some(d) = tx.poll_datagram(now, 1414) {
+                    sent += d.len() as u64;
+                }
+                now += Duration::from_micros(3);
+            }
+            println!("{sent} bytes");
+        }
+        other => panic!("mode {other:?}: small, goodput or sender"),
     }
     let (ts, rs) = (tx.stats(), rx.stats());
     println!("sender {ts:?}\nreceiver {rs:?}");

@@ -211,15 +211,24 @@ pub struct SenderStats {
 #[derive(Debug)]
 struct Queued {
     capture: Instant,
-    capture_us: u64,
     deadline: Instant,
     /// Half its deadline after capture: waiting longer at the head of the queue is
     /// congestion ([`SenderSession::shed`]). Worked out once, not at every poll.
     shed_after: Instant,
-    flags: FrameFlags,
-    body: Bytes,
-    payload_len: u32,
+    /// The frame as it goes on the wire; its sequence number is given when it is first cut.
+    frame: WireFrame,
+    /// Its datagrams, once cut (the frame has started).
     frags: Option<Fragments>,
+}
+
+impl Queued {
+    fn started(&self) -> bool {
+        self.frags.is_some()
+    }
+
+    fn is_keyframe(&self) -> bool {
+        self.frame.flags.contains(FrameFlags::KEYFRAME)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,10 +370,10 @@ impl SenderSession {
             return;
         }
         self.linked = false;
-        if self.queue.front().is_some_and(|q| q.frags.is_some())
+        if self.queue.front().is_some_and(Queued::started)
             && let Some(q) = self.queue.pop_front()
         {
-            self.queued_bytes -= q.body.len();
+            self.queued_bytes -= q.frame.body.len();
             self.stats.frames_truncated += 1;
         }
         self.fec.clear();
@@ -542,8 +551,8 @@ impl SenderSession {
         while self.queue.len() >= self.cfg.max_queue_frames
             || self.queued_bytes + body.len() > self.cfg.max_queue_bytes
         {
-            let unstarted = |q: &Queued| q.frags.is_none();
-            let delta = |q: &Queued| unstarted(q) && !q.flags.contains(FrameFlags::KEYFRAME);
+            let unstarted = |q: &Queued| !q.started();
+            let delta = |q: &Queued| unstarted(q) && !q.is_keyframe();
             let victim = self
                 .queue
                 .iter()
@@ -551,7 +560,7 @@ impl SenderSession {
                 .or_else(|| self.queue.iter().position(unstarted));
             match victim.and_then(|i| self.queue.remove(i)) {
                 Some(q) => {
-                    self.queued_bytes -= q.body.len();
+                    self.queued_bytes -= q.frame.body.len();
                     self.stats.dropped.queue_full += 1;
                 }
                 None => break,
@@ -567,12 +576,15 @@ impl SenderSession {
         let capture_us = self.micros(frame.capture);
         self.queue.push_back(Queued {
             capture: frame.capture,
-            capture_us,
             deadline,
             shed_after: frame.capture + self.cfg.deadline / 2,
-            flags,
-            body,
-            payload_len,
+            frame: WireFrame {
+                seq: 0,
+                capture_us,
+                flags,
+                body,
+                payload_len,
+            },
             frags: None,
         });
         trace!(len, queued = self.queue.len(), "frame queued");
@@ -591,13 +603,13 @@ impl SenderSession {
                 break;
             }
             if let Some(q) = self.queue.pop_front() {
-                self.queued_bytes -= q.body.len();
-                if q.frags.is_some() {
+                self.queued_bytes -= q.frame.body.len();
+                if q.started() {
                     self.stats.frames_truncated += 1;
                 } else {
                     self.stats.dropped.stale += 1;
                 }
-                debug!(started = q.frags.is_some(), "frame dropped at its deadline");
+                debug!(started = q.started(), "frame dropped at its deadline");
             }
         }
         self.shed(now);
@@ -616,18 +628,14 @@ impl SenderSession {
         if now <= head.shed_after {
             return;
         }
-        let Some(key) = self
-            .queue
-            .iter()
-            .rposition(|q| q.flags.contains(FrameFlags::KEYFRAME))
-        else {
+        let Some(key) = self.queue.iter().rposition(Queued::is_keyframe) else {
             return;
         };
         let mut i = 0;
         let mut kept = VecDeque::with_capacity(self.queue.len());
         while let Some(q) = self.queue.pop_front() {
-            if i < key && q.frags.is_none() && !q.flags.contains(FrameFlags::KEYFRAME) {
-                self.queued_bytes -= q.body.len();
+            if i < key && !q.started() && !q.is_keyframe() {
+                self.queued_bytes -= q.frame.body.len();
                 self.stats.dropped.superseded += 1;
             } else {
                 kept.push_back(q);
@@ -703,26 +711,17 @@ impl SenderSession {
             .as_ref()
             .is_some_and(|f| f.peek_len().is_some_and(|l| l > cut_size));
         if front.frags.is_none() || recut {
-            let seq = match &front.frags {
+            if !recut {
                 // A re-cut keeps the sequence number the frame already has on the wire.
-                Some(_) => self.next_seq - 1,
-                None => {
-                    self.next_seq += 1;
-                    self.stats.frames_transmitted += 1;
-                    self.next_seq - 1
-                }
-            };
-            let wf = WireFrame {
-                seq,
-                capture_us: front.capture_us,
-                flags: front.flags,
-                body: front.body.clone(),
-                payload_len: front.payload_len,
-            };
-            match Fragments::new_in(&wf, cut_size, &mut self.chunk) {
+                front.frame.seq = self.next_seq;
+            }
+            match Fragments::new_in(&front.frame, cut_size, &mut self.chunk) {
                 Ok(f) => {
                     if recut {
                         self.stats.recuts += 1;
+                    } else {
+                        self.next_seq += 1;
+                        self.stats.frames_transmitted += 1;
                     }
                     front.frags = Some(f);
                 }
@@ -730,10 +729,6 @@ impl SenderSession {
                     // The path cannot carry even a header: nothing can be sent now. Keep the
                     // frame; its deadline will drop it if the path does not recover.
                     debug!(%e, "cannot fragment");
-                    if !recut && front.frags.is_none() {
-                        self.next_seq -= 1;
-                        self.stats.frames_transmitted -= 1;
-                    }
                     return None;
                 }
             }
@@ -746,7 +741,7 @@ impl SenderSession {
         let last_of_frame = frags.remaining() == 0;
         let count = Fragments::count(frags);
         let index = count - frags.remaining() - 1;
-        let seq = self.next_seq - 1;
+        let seq = front.frame.seq;
         self.fec
             .on_datagram(now, seq, count, &d, last_of_frame, deadline);
         if self.cfg.nack {
@@ -767,22 +762,16 @@ impl SenderSession {
                 index,
                 count,
                 d.len(),
-                || WireFrame {
-                    seq,
-                    capture_us: front.capture_us,
-                    flags: front.flags,
-                    body: front.body.clone(),
-                    payload_len: front.payload_len,
-                },
+                || front.frame.clone(),
                 front.capture + plays.min(horizon),
                 front.capture + horizon,
             );
         }
         if last_of_frame && let Some(q) = self.queue.pop_front() {
-            self.queued_bytes -= q.body.len();
+            self.queued_bytes -= q.frame.body.len();
             self.stats.frames_completed += 1;
             let now_us = self.micros(now);
-            self.send_delay.record(diff_us(now_us, q.capture_us));
+            self.send_delay.record(diff_us(now_us, q.frame.capture_us));
             if self.phase == Phase::Draining && self.queue.is_empty() {
                 self.send_goodbye(now);
             }
@@ -1068,7 +1057,7 @@ impl SenderSession {
     }
 
     fn discard_queue(&mut self) {
-        let untouched = self.queue.iter().filter(|q| q.frags.is_none()).count() as u64;
+        let untouched = self.queue.iter().filter(|q| !q.started()).count() as u64;
         self.stats.dropped.shutdown += untouched;
         self.stats.frames_truncated += self.queue.len() as u64 - untouched;
         self.queue.clear();
@@ -1537,12 +1526,7 @@ mod tests {
             s.push_frame(t0, frame(t0, 10)).unwrap();
         }
         assert_eq!(s.stats().dropped.queue_full, 2);
-        assert_eq!(
-            s.queue
-                .front()
-                .map(|q| q.flags.contains(FrameFlags::KEYFRAME)),
-            Some(true)
-        );
+        assert_eq!(s.queue.front().map(Queued::is_keyframe), Some(true));
     }
 
     #[test]
