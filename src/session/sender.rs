@@ -712,7 +712,8 @@ impl SenderSession {
             .is_some_and(|f| f.peek_len().is_some_and(|l| l > cut_size));
         if front.frags.is_none() || recut {
             if !recut {
-                // A re-cut keeps the sequence number the frame already has on the wire.
+                // A first cut takes the next sequence number; a re-cut keeps the one on the
+                // wire.
                 front.frame.seq = self.next_seq;
             }
             match Fragments::new_in(&front.frame, cut_size, &mut self.chunk) {
