@@ -3,8 +3,8 @@
 //!
 //! `cargo bench --bench loopback [-- --quick] [-- --json PATH] [-- --rounds N]
 //! [-- --processes 1|2] [-- --current-thread] [-- --only NAME[,NAME]]`
-//! (`--only` keeps the jobs whose case or contender matches every name given, e.g.
-//! `--only goodput,rtq_core`)
+//! (`--only` keeps the cases and contenders it names, e.g. `--only goodput,rtq_core` or
+//! `--only small,raw_udp,quinn_datagram,rtq`: ratios need `quinn_datagram` and `raw_udp`)
 //! (`cargo test --benches` runs it as a short smoke test).
 //!
 //! Contenders, interleaved round by round so that machine noise hits all of them alike:
@@ -259,11 +259,24 @@ struct Args {
     current_thread: bool,
     json: Option<String>,
     rounds: usize,
-    /// Names every job run must match (as its case or contender); empty: all.
+    /// `--only NAME[,NAME]`: cases and contenders to run; empty: all.
     only: Vec<String>,
     processes: Vec<u8>,
     /// `--serve CONTENDER CASE SECONDS`: be the receiver half of a two-process run.
     serve: Option<Job>,
+}
+
+impl Args {
+    /// Whether the job of `case` and `contender` is to run: `--only` names no case or this
+    /// one, and no contender or this one.
+    fn runs(&self, case: Case, contender: Contender) -> bool {
+        let keeps = |name: &str, names: &[&str]| {
+            !self.only.iter().any(|o| names.contains(&o.as_str()))
+                || self.only.iter().any(|o| o == name)
+        };
+        keeps(case.name(), &Case::ALL.map(Case::name))
+            && keeps(contender.name(), &Contender::ALL.map(Contender::name))
+    }
 }
 
 fn args() -> Args {
@@ -371,7 +384,7 @@ fn main() {
                 // first.
                 for i in 0..contenders.len() * turns {
                     let c = contenders[(i + round) % contenders.len()];
-                    if !args.only.iter().all(|o| o == c.name() || o == case.name()) {
+                    if !args.runs(case, c) {
                         continue;
                     }
                     let job = Job {
