@@ -1323,8 +1323,8 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
             conn.send_datagram_wait(d).await.unwrap();
         }
     }
-    // What is still queued goes out too, as the pacer lets it (bounded: frames past their
-    // deadline are dropped by the session and counted below).
+    // What is still queued goes out too, as the pacer lets it, for up to a second (frames past
+    // their deadline are dropped by the session; both are taken off what was sent below).
     let drain_end = now() + Duration::from_secs(1);
     while tx.queued_bytes() > 0 && now() < drain_end {
         let t = now();
@@ -1338,10 +1338,11 @@ async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
         }
     }
     finish(client, conn).await;
-    // Frames the sender dropped (its deadline) never went out: the rest is what was sent.
-    let dropped_by_sender = tx.stats().dropped.total;
+    // Frames the sender dropped (its deadline) or still holds never went out: the rest is what
+    // was sent.
+    let unsent = tx.stats().dropped.total + tx.queued_frames() as u64;
     Sent {
-        frames: frames - dropped_by_sender.min(frames),
+        frames: frames - unsent.min(frames),
         start_us,
     }
 }
