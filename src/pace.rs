@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 pub const BURST_BYTES: u64 = 12_000;
 
 /// ...or what the rate sends in this long, if more: on a fast path pacing spreads only what a
-/// shallow queue could not take, and a shell whose timers tick by the millisecond (tokio's)
-/// does not hold back a frame that the path would carry at once.
+/// shallow queue could not take, and does not hold back a frame that the path would carry at
+/// once.
 pub const BURST_TIME: Duration = Duration::from_millis(2);
 
 /// The lowest rate paced at, bit/s: a measure below it (a receiver's bug, or a hostile one)

@@ -11,7 +11,7 @@ use rtq_sim::scenario::{Scenario, ScenarioFile};
 /// sees a black hole some seconds in.
 fn scenario() -> Scenario {
     let text = r#"
-        seed = 2
+        seed = 9
         duration = "20s"
         [source]
         source = "fixed"

@@ -15,6 +15,7 @@
 //! control: when the path MTU shrinks, quinn discards queued datagrams that no longer fit (at
 //! most the 64 KiB buffer); those frames are counted lost by the receiver.
 
+pub mod alarm;
 pub mod bbr;
 pub mod frames;
 pub mod io;

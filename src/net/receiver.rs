@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::alarm::Alarm;
 use super::frames::{FrameReader, MAX_FRAME_STREAMS, StreamItem};
 use super::io::{Output, Refused, SessionOutput, Stream};
 use super::tls::{Fingerprint, Identity, server_config};
@@ -334,10 +335,9 @@ async fn serve(
     let start = now();
     let mut next_status = start + STATUS_INTERVAL;
     let mut last_bytes = 0u64;
-    // Lives across iterations: re-arming a timer per datagram costs more than checking it.
-    let mut armed = start + Duration::from_secs(3600);
-    let sleep = tokio::time::sleep_until(armed.into());
-    tokio::pin!(sleep);
+    // Lives across iterations: re-arming costs a system call, so only when the wake-up moves.
+    // Frames play out to the microsecond, not on tokio's millisecond ticks (see `alarm`).
+    let mut alarm = Alarm::new(start + Duration::from_secs(3600));
     // Datagrams read from QUIC: what it received beyond them, it dropped (or still holds).
     let mut read = 0u64;
     loop {
@@ -397,10 +397,7 @@ async fn serve(
         if status {
             wake = wake.min(next_status);
         }
-        if wake != armed {
-            armed = wake;
-            sleep.as_mut().reset(wake.into());
-        }
+        alarm.reset(wake);
         // Control first: it is little, and a burst of datagrams must not hold back the hello,
         // the pongs (their arrival times are clock samples) or the goodbye.
         tokio::select! {
@@ -433,7 +430,7 @@ async fn serve(
                 StreamItem::Record(r) => session.handle_stream_record(now(), r),
                 StreamItem::Bad => session.frame_stream_failed(),
             },
-            () = &mut sleep => {}
+            () = alarm.wait() => {}
         }
     }
     // Let the goodbye reach the sender (it closes the connection when it has it), and take the

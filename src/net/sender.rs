@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::alarm::Alarm;
 use super::frames::FrameWriter;
 use super::io::{Input, Stream};
 use super::tls::{Trust, client_config};
@@ -547,9 +548,9 @@ async fn drive(
     // Retransmission requests from the receiver (datagrams): one read waits across iterations,
     // renewed when it completes.
     let mut request = Box::pin(conn.read_datagram());
-    let mut armed = start + Duration::from_secs(3600);
-    let sleep = tokio::time::sleep_until(armed.into());
-    tokio::pin!(sleep);
+    // The loop's one wake-up, to the microsecond: a frame due from the source, a paced
+    // datagram's release, a session timer (see `alarm` for why not tokio's timer).
+    let mut alarm = Alarm::new(start + Duration::from_secs(3600));
     // A datagram QUIC could not take yet, and what the session said about it.
     let mut pending: Option<(PendingSend<'_>, Outgoing)> = None;
     let mut stopping = false;
@@ -688,11 +689,7 @@ async fn drive(
             // flight): QUIC signals no room until it is full, so look again shortly.
             wake = Some(wake.map_or(t + HOLD_BACK_POLL, |w| w.min(t + HOLD_BACK_POLL)));
         }
-        let wake = wake.unwrap_or_else(|| t + Duration::from_secs(3600));
-        if wake != armed {
-            armed = wake;
-            sleep.as_mut().reset(wake.into());
-        }
+        alarm.reset(wake.unwrap_or_else(|| t + Duration::from_secs(3600)));
         let want_input = wants_input(session, input.is_some(), live_input);
         tokio::select! {
             biased;
@@ -737,7 +734,7 @@ async fn drive(
                 }
                 session.connection_lost(now(), &explain(&e));
             }
-            () = &mut sleep => {}
+            () = alarm.wait() => {}
         }
     }
     if let Some((_, out)) = pending.take() {

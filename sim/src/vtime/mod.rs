@@ -71,14 +71,15 @@ const OVERTIME: Duration = Duration::from_secs(120);
 const MAX_STEPS_PER_INSTANT: u32 = 100_000;
 /// How often (virtual time) `progress` is called.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// Resolution of the timers that wake the QUIC connections and the two applications. The
-/// real shells run on tokio, whose timer wheel fires at whole milliseconds (a deadline is
-/// rounded up to the next tick), so a pacing delay of 0.3 ms, a loss-detection timer or a
-/// playout instant takes effect at the next millisecond. Modelling this is what makes virtual
-/// time agree with `--realtime`: without it, QUIC paces packets exactly and frames play at
-/// their precise instants, which no deployed rtq does. Packet arrivals are not rounded (a
-/// socket wakes its reader at once), nor are the link's own events (the links are the
-/// simulated network, not rtq).
+/// Resolution of the timers that wake the QUIC connections. quinn's connection drivers run on
+/// tokio's timers, whose wheel fires at whole milliseconds (a deadline is rounded up to the
+/// next tick), so QUIC's pacing delay of 0.3 ms or a loss-detection timer takes effect at the
+/// next millisecond. Modelling this is what makes virtual time agree with `--realtime`:
+/// without it, QUIC paces packets exactly, which no deployed quinn does. The two applications'
+/// wake-ups (frames due from the source, rtq's own pacing, playout) are not rounded: rtq's
+/// shells wake on `rtq::net::alarm`, to the microsecond. Nor are packet arrivals (a socket
+/// wakes its reader at once) or the link's own events (the links are the simulated network,
+/// not rtq).
 pub const TIMER_TICK: Duration = Duration::from_millis(1);
 
 /// Runs `scenario` in virtual time. `progress(virtual elapsed)` is called now and then;
@@ -586,16 +587,13 @@ impl World {
     }
 
     fn next_wake(&mut self) -> Option<Instant> {
-        let timers = [
-            self.client.poll_timeout(),
-            self.server.poll_timeout(),
+        let quic = [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .map(|t| tick_up(self.epoch, t));
+        [
             self.sender.wake(),
             self.receiver.wake(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|t| tick_up(self.epoch, t));
-        [
             self.forward.poll_timeout(),
             self.reverse.poll_timeout(),
             self.forward_steps.front().map(|(at, _)| *at),
@@ -603,7 +601,7 @@ impl World {
         ]
         .into_iter()
         .flatten()
-        .chain(timers)
+        .chain(quic)
         .min()
     }
 
