@@ -39,6 +39,12 @@
 //!   copies (without them it keeps its whole 8 MiB budget), and the receiver's requests for
 //!   what quinn dropped when it fell behind are answered.
 //!
+//! Every contender's source wakes for a frame on [`rtq::net::alarm::Alarm`] (a Linux timerfd),
+//! as rtq's shells do: within tens of microseconds of the frame's due time. On tokio's timer
+//! (whole milliseconds, 0.3-1.8 ms late) frames left back to back now and then, the second
+//! waiting behind the first, by a share that depended on how busy the sender's runtime was:
+//! a measure of the harness's clock, not the transport.
+//!
 //! Processes: with `processes = 1` sender and receiver run in this process on one tokio
 //! runtime; with `processes = 2` the receiver half runs in a child process (this bench binary
 //! started again with `--serve`, on a runtime of its own) that announces its address and
@@ -59,6 +65,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rtq::compress::CompressLevel;
+use rtq::net::alarm::Alarm;
 use rtq::net::receiver::{ClockChoice, Receiver, RecvOptions};
 use rtq::net::sender::{SendOptions, SourceSpec};
 use rtq::net::tls::{Fingerprint, Identity, Trust, client_config, server_config};
@@ -808,8 +815,12 @@ async fn send_rtq_core(job: Job, ready: Ready) -> Sent {
     let start_us = clock_us();
     let end = now() + job.duration;
     let mut frames = 0;
+    // The harness's clock, the same in every contender: wakes to the microsecond, as rtq's
+    // shells do (tokio's timer would wake 0-2 ms late and pair frames up).
+    let mut alarm = Alarm::new(source.next_due());
     while source.next_due() < end {
-        tokio::time::sleep_until(source.next_due().into()).await;
+        alarm.reset(source.next_due());
+        alarm.wait().await;
         let mut frame = source.poll(now()).unwrap();
         let t = now();
         frame.capture = t; // as the shell does: captured when handed to rtq
@@ -932,8 +943,10 @@ async fn send_quinn_datagram(job: Job, ready: Ready) -> Sent {
     let start = now();
     let start_us = clock_us();
     let payload = vec![0x5au8; job.case.frame_size()];
+    let mut alarm = Alarm::new(start);
     for id in 0..job.frames() {
-        tokio::time::sleep_until((start + period * id as u32).into()).await;
+        alarm.reset(start + period * id as u32);
+        alarm.wait().await;
         let room = conn.max_datagram_size().unwrap() - HEADER;
         let count = payload.len().div_ceil(room) as u32;
         let sent = clock_us();
@@ -1002,8 +1015,10 @@ async fn send_raw_udp(job: Job, ready: Ready) -> Sent {
     let start = now();
     let start_us = clock_us();
     let payload = vec![0x5au8; job.case.frame_size()];
+    let mut alarm = Alarm::new(start);
     for id in 0..job.frames() {
-        tokio::time::sleep_until((start + period * id as u32).into()).await;
+        alarm.reset(start + period * id as u32);
+        alarm.wait().await;
         let sent = clock_us();
         for chunk in payload.chunks(RAW_PIECE) {
             let mut d = piece_header(id, count, sent);
@@ -1044,8 +1059,10 @@ async fn send_quinn_stream(job: Job, ready: Ready) -> Sent {
     let start = now();
     let start_us = clock_us();
     let payload = vec![0x5au8; job.case.frame_size()];
+    let mut alarm = Alarm::new(start);
     for id in 0..job.frames() {
-        tokio::time::sleep_until((start + period * id as u32).into()).await;
+        alarm.reset(start + period * id as u32);
+        alarm.wait().await;
         let mut d = BytesMut::with_capacity(12 + payload.len());
         d.put_u32(payload.len() as u32);
         d.put_u64(clock_us());
