@@ -105,15 +105,20 @@ impl Alarm {
             }
             match &mut self.inner {
                 #[cfg(target_os = "linux")]
-                Inner::Timerfd(fd) => {
-                    let Ok(mut ready) = fd.readable().await else {
-                        // The reactor is gone (runtime shutting down): nothing will wake us.
-                        return std::future::pending().await;
-                    };
-                    // Reading takes the expiry (an earlier setting's, perhaps); finding nothing
-                    // clears the readiness so the next round waits for the next expiry.
-                    let _ = ready.try_io(|fd| timerfd::take(fd.get_ref()));
-                }
+                Inner::Timerfd(fd) => match fd.readable().await {
+                    Ok(mut ready) => {
+                        // Reading takes the expiry (an earlier setting's, perhaps); finding
+                        // nothing clears the readiness so the next round waits for the next.
+                        let _ = ready.try_io(|fd| timerfd::take(fd.get_ref()));
+                    }
+                    Err(e) => {
+                        // The reactor refused (it is shutting down): tokio's timer still
+                        // keeps the deadline.
+                        tracing::debug!(%e, "timerfd not readable; falling back to tokio's timer");
+                        self.inner =
+                            Inner::Tokio(Box::pin(tokio::time::sleep_until(self.at.into())));
+                    }
+                },
                 Inner::Tokio(sleep) => sleep.as_mut().await,
             }
         }
