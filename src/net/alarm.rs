@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::now;
 
 /// A wake-up at an instant that can be moved. [`wait`](Self::wait) completes once
-/// [`now`](super::now) has reached the instant last given to [`reset`](Self::reset).
+/// [`now`] has reached the instant last given to [`reset`](Self::reset).
 ///
 /// Dropping a `wait` future (in a `select!`) loses nothing: the deadline lives in the alarm.
 #[derive(Debug)]
