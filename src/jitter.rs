@@ -480,12 +480,14 @@ impl JitterBuffer {
     }
 
     fn add_sample(&mut self, now_us: u64, transit: i64) {
-        if self.cfg.mode != JitterMode::Adaptive {
-            return;
-        }
+        // Kept in fixed mode too: the receiver tells from them when a frame should have come,
+        // to ask for it as soon as it is overdue (`transit_percentile_us`).
         let horizon = now_us.saturating_sub(self.us.window);
         self.samples
             .push(now_us, transit, horizon, self.cfg.max_samples.max(1));
+        if self.cfg.mode != JitterMode::Adaptive {
+            return;
+        }
         let Some(current) = self.target_raw else {
             return;
         };
@@ -564,6 +566,10 @@ impl JitterBuffer {
     /// save it.
     pub fn playout_with_allowance_us(&self, capture_us: u64, d: Duration) -> Option<u64> {
         let current = self.playout_us(capture_us)?;
+        if self.cfg.mode != JitterMode::Adaptive {
+            // A fixed playout makes no room: the frame plays when it would.
+            return Some(current);
+        }
         let t = self.samples.percentile(RECOVERY_PERCENTILE)?;
         let raw = self.clamp_raw(t.saturating_add(micros(d)).saturating_add(self.us.headroom));
         Some(current.max(capture_us.saturating_add_signed(raw)))
@@ -1071,5 +1077,23 @@ mod tests {
             prop_assert_eq!(s.played + s.late + s.lost, 200);
             prop_assert_eq!(jb.bytes(), 0);
         }
+    }
+    #[test]
+    fn a_fixed_playout_keeps_transit_samples_but_makes_no_room() {
+        let mut jb = fixed(50);
+        assert_eq!(jb.transit_percentile_us(0.95), None);
+        for seq in 0..20 {
+            assert_eq!(arrive(&mut jb, seq, 7 + seq % 3), Inserted::Buffered);
+        }
+        // The receiver tells from these when a frame should have come.
+        assert_eq!(jb.transit_percentile_us(0.95), Some(9 * MS as i64));
+        // Room for recovery changes nothing: a frame plays at the fixed delay.
+        let c = 30 * 33 * MS;
+        assert_eq!(
+            jb.playout_with_allowance_us(c, Duration::from_millis(100)),
+            Some(c + 50 * MS)
+        );
+        jb.set_recovery_allowance(Some(Duration::from_millis(100)));
+        assert_eq!(jb.playout_us(c), Some(c + 50 * MS));
     }
 }

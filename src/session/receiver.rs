@@ -2061,6 +2061,42 @@ mod tests {
         assert_eq!(tx.recovery.retransmitted, 0);
     }
 
+    /// Loses the first copy of every fragment of frames `seqs`: frames lost whole.
+    fn originals_of(seqs: std::ops::Range<u64>) -> DropFn {
+        use crate::wire::datagram::{FragmentHeader, TYPE_FRAGMENT, is_copy};
+        Box::new(move |d: &[u8]| {
+            d[1] == TYPE_FRAGMENT
+                && !is_copy(d)
+                && FragmentHeader::parse(d).is_ok_and(|(h, _)| seqs.contains(&h.seq))
+        })
+    }
+
+    #[test]
+    fn with_a_fixed_playout_frames_lost_whole_are_asked_for_once_overdue() {
+        // Frames 20-22 lost whole at 30 fps over 10 ms: frame 23, the first seen after them,
+        // arrives 109 ms after frame 20's capture. Asked for only then, their copies would
+        // come past a 60 ms playout; asked for when each is overdue (by the transit the
+        // receiver has seen, which a fixed playout keeps too), they come in time.
+        let mut p = nack_pair(fixed(60));
+        p.drop = originals_of(20..23);
+        stream(&mut p, 40, 3000);
+        let rx = p.rx.report(p.now);
+        assert_eq!(
+            (rx.frames.played, rx.frames.lost, rx.frames.late),
+            (40, 0, 0),
+            "{:?}",
+            rx.recovery
+        );
+        assert!(rx.recovery.retransmitted >= 3, "{:?}", rx.recovery);
+        for f in &p.played {
+            assert_eq!(
+                f.played_us - f.frame.capture_us,
+                60_000,
+                "at the fixed delay"
+            );
+        }
+    }
+
     #[test]
     fn lost_fragments_are_asked_for_and_arrive_in_time() {
         let mut p = nack_pair(fixed(150));
