@@ -563,7 +563,7 @@ impl JitterBuffer {
 
     /// When a frame captured at `capture_us` would play if the target made room for a
     /// recovery allowance `d` (whatever the allowance now is): to tell whether the room would
-    /// save it.
+    /// save it. A fixed playout makes no room: then simply when the frame plays.
     pub fn playout_with_allowance_us(&self, capture_us: u64, d: Duration) -> Option<u64> {
         let current = self.playout_us(capture_us)?;
         if self.cfg.mode != JitterMode::Adaptive {

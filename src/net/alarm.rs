@@ -9,9 +9,10 @@
 //!
 //! [`Alarm`] wakes within tens of microseconds of its deadline instead. On Linux it is a
 //! `timerfd` (`CLOCK_MONOTONIC`, the clock behind [`std::time::Instant`]) registered with tokio's
-//! reactor: the runtime's `epoll_wait` returns when it fires, at no cost while it is armed. Where
-//! `timerfd` is missing (other systems, or a process out of file descriptors) it falls back to
-//! tokio's timer, and [`Alarm::precise`] says so.
+//! reactor: the runtime's `epoll_wait` returns when it fires, at no cost while it is armed.
+//! Moving the deadline earlier costs a `timerfd_settime`; moving it later costs nothing until
+//! the earlier setting fires. Where `timerfd` is missing (other systems, or a process out of
+//! file descriptors) it falls back to tokio's timer, and [`Alarm::precise`] says so.
 
 use std::time::Instant;
 
@@ -24,6 +25,9 @@ use super::now;
 #[derive(Debug)]
 pub struct Alarm {
     at: Instant,
+    /// When the timerfd fires (never after `at`): a deadline moved later leaves it set, and
+    /// `wait` sets it again once it has fired early; only one moved earlier costs a system call.
+    armed: Instant,
     inner: Inner,
 }
 
@@ -43,6 +47,7 @@ impl Alarm {
             Ok(fd) => {
                 let mut alarm = Self {
                     at,
+                    armed: at,
                     inner: Inner::Timerfd(fd),
                 };
                 alarm.arm();
@@ -59,7 +64,8 @@ impl Alarm {
     pub fn coarse(at: Instant) -> Self {
         Self {
             at,
-            inner: Inner::Tokio(Box::pin(tokio::time::sleep_until(at.into()))),
+            armed: at,
+            inner: tokio_sleep(at),
         }
     }
 
@@ -76,13 +82,19 @@ impl Alarm {
 
     /// Sets the alarm for `at` (earlier or later than before), unless it is set for `at` already.
     pub fn reset(&mut self, at: Instant) {
-        if at != self.at {
-            self.at = at;
-            self.arm();
+        if at == self.at {
+            return;
+        }
+        self.at = at;
+        match &mut self.inner {
+            #[cfg(target_os = "linux")]
+            Inner::Timerfd(_) if at >= self.armed => {}
+            _ => self.arm(),
         }
     }
 
     fn arm(&mut self) {
+        self.armed = self.at;
         match &mut self.inner {
             #[cfg(target_os = "linux")]
             Inner::Timerfd(fd) => {
@@ -90,7 +102,7 @@ impl Alarm {
                     // Cannot happen for a timerfd we created with a valid duration; should it,
                     // the tokio timer still wakes us, only later.
                     tracing::debug!(%e, "timerfd_settime failed; falling back to tokio's timer");
-                    self.inner = Inner::Tokio(Box::pin(tokio::time::sleep_until(self.at.into())));
+                    self.inner = tokio_sleep(self.at);
                 }
             }
             Inner::Tokio(sleep) => sleep.as_mut().reset(self.at.into()),
@@ -100,8 +112,14 @@ impl Alarm {
     /// Completes once the deadline has passed (at once if it has already).
     pub async fn wait(&mut self) {
         loop {
-            if now() >= self.at {
+            let t = now();
+            if t >= self.at {
                 return;
+            }
+            #[cfg(target_os = "linux")]
+            if matches!(self.inner, Inner::Timerfd(_)) && self.armed <= t {
+                // Fired (or about to) for an earlier deadline: set it for this one.
+                self.arm();
             }
             match &mut self.inner {
                 #[cfg(target_os = "linux")]
@@ -115,14 +133,17 @@ impl Alarm {
                         // The reactor refused (it is shutting down): tokio's timer still
                         // keeps the deadline.
                         tracing::debug!(%e, "timerfd not readable; falling back to tokio's timer");
-                        self.inner =
-                            Inner::Tokio(Box::pin(tokio::time::sleep_until(self.at.into())));
+                        self.inner = tokio_sleep(self.at);
                     }
                 },
                 Inner::Tokio(sleep) => sleep.as_mut().await,
             }
         }
     }
+}
+
+fn tokio_sleep(at: Instant) -> Inner {
+    Inner::Tokio(Box::pin(tokio::time::sleep_until(at.into())))
 }
 
 #[cfg(target_os = "linux")]
@@ -197,14 +218,19 @@ mod tests {
     /// timeout means the alarm never fired.
     const BOUND: Duration = Duration::from_secs(10);
 
+    /// Waits on `alarm` (bounded) and checks it did not wake before its deadline.
+    async fn wake(alarm: &mut Alarm) {
+        let at = alarm.deadline();
+        tokio::time::timeout(BOUND, alarm.wait())
+            .await
+            .expect("the alarm fired");
+        assert!(now() >= at, "woke before the deadline");
+    }
+
     async fn fires_at_deadline(mut alarm: Alarm) {
         for step_us in [0u64, 300, 1_500, 50, 2_000] {
-            let at = now() + Duration::from_micros(step_us);
-            alarm.reset(at);
-            tokio::time::timeout(BOUND, alarm.wait())
-                .await
-                .expect("the alarm fired");
-            assert!(now() >= at, "woke before the deadline");
+            alarm.reset(now() + Duration::from_micros(step_us));
+            wake(&mut alarm).await;
         }
     }
 
@@ -230,10 +256,7 @@ mod tests {
             let at = now() + Duration::from_micros(500);
             alarm.reset(at);
             assert_eq!(alarm.deadline(), at);
-            tokio::time::timeout(BOUND, alarm.wait())
-                .await
-                .expect("woke at the earlier deadline, not the hour");
-            assert!(now() >= at);
+            wake(&mut alarm).await;
         }
     }
 
@@ -258,27 +281,31 @@ mod tests {
             assert!(now() < give_up, "the timer never fired");
             std::hint::spin_loop();
         }
-        let at = now() + Duration::from_millis(5);
-        alarm.reset(at);
-        tokio::time::timeout(BOUND, alarm.wait())
-            .await
-            .expect("the alarm fired");
-        assert!(now() >= at, "the old expiry ended the wait early");
+        alarm.reset(now() + Duration::from_millis(5));
+        wake(&mut alarm).await;
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_dropped_wait_keeps_the_deadline() {
         let mut alarm = Alarm::new(now() + Duration::from_millis(2));
-        let at = alarm.deadline();
         // A select! that another branch wins drops the wait future.
         tokio::select! {
             biased;
             () = std::future::ready(()) => {}
             () = alarm.wait() => panic!("the ready branch comes first"),
         }
-        tokio::time::timeout(BOUND, alarm.wait())
-            .await
-            .expect("the alarm fired");
-        assert!(now() >= at);
+        wake(&mut alarm).await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_deadline_moved_later_wakes_at_the_later_one() {
+        for mut alarm in [Alarm::new(now()), Alarm::coarse(now())] {
+            // Moved later, earlier, later again, and later while the first setting fires.
+            for step_us in [500u64, 200, 3_000, 1_000] {
+                alarm.reset(now() + Duration::from_micros(step_us));
+            }
+            alarm.reset(alarm.deadline() + Duration::from_millis(2));
+            wake(&mut alarm).await;
+        }
     }
 }

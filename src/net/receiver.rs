@@ -335,7 +335,8 @@ async fn serve(
     let start = now();
     let mut next_status = start + STATUS_INTERVAL;
     let mut last_bytes = 0u64;
-    // Lives across iterations: re-arming costs a system call, so only when the wake-up moves.
+    // Lives across iterations: re-arming costs a system call, made only when the wake-up
+    // moves earlier.
     // Frames play out to the microsecond, not on tokio's millisecond ticks (see `alarm`).
     let mut alarm = Alarm::new(start + Duration::from_secs(3600));
     // Datagrams read from QUIC: what it received beyond them, it dropped (or still holds).
