@@ -198,6 +198,10 @@ fn auto_plan(k: usize, estimate: LossEstimate, max_overhead: f64) -> (u16, f64) 
     (m, with)
 }
 
+/// Frames a sender's automatic parity protects at most on an assumed loss, before any report
+/// has measured the loss; a receiver keeps these frames' fragments for parity in any case.
+pub const START_PARITY_FRAMES: u64 = 4 * MAX_GROUP_FRAMES as u64;
+
 /// Probability of losing a frame of a group of single-fragment frames that
 /// [`FecMode::Auto`] sizes its groups for (see [`auto_group_frames`]).
 pub const FRAME_RESIDUAL_TARGET: f64 = 1e-4;
@@ -287,6 +291,17 @@ pub fn encode(
         .collect())
 }
 
+/// Builds the Reed–Solomon tables, which [`reed_solomon_simd`] makes on first use: about 9 ms
+/// once per process (measured on the 2-core machine), which would otherwise stall the first
+/// frame that gets parity, mid-stream. [`FecEncoder::new`] and [`FecDecoder::new`] call it;
+/// after the first call it costs nothing.
+pub fn warm_up() {
+    static DONE: std::sync::Once = std::sync::Once::new();
+    DONE.call_once(|| {
+        let _ = reed_solomon_simd::encode(1, 1, [[0u8; 64]]);
+    });
+}
+
 /// Longest a group of single-fragment frames stays open: its first frame's parity must not wait
 /// much longer than a frame interval.
 pub const GROUP_SPAN: Duration = Duration::from_millis(40);
@@ -334,6 +349,9 @@ pub struct FecEncoder {
 impl FecEncoder {
     /// An encoder sending parity as `mode` says.
     pub fn new(mode: FecMode) -> Self {
+        if mode != FecMode::Off {
+            warm_up();
+        }
         Self {
             mode,
             estimate: LossEstimate::default(),
@@ -642,6 +660,7 @@ pub struct FecDecoder {
 impl FecDecoder {
     /// A decoder within `limits`.
     pub fn new(limits: FecLimits) -> Self {
+        warm_up();
         Self {
             limits,
             ..Default::default()

@@ -11,7 +11,7 @@ use rtq_sim::scenario::{Scenario, ScenarioFile};
 /// sees a black hole some seconds in.
 fn scenario() -> Scenario {
     let text = r#"
-        seed = 9
+        seed = 7
         duration = "20s"
         [source]
         source = "fixed"

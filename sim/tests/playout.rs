@@ -79,7 +79,7 @@ fn bursts_repaired_past_their_playout_time_stretch_it_instead_of_being_lost() {
 fn an_original_held_up_on_the_path_is_no_loss_and_keeps_no_room() {
     // No loss, but delay variation: now and then a frame comes more than the wait after its
     // neighbours and is asked for, and the original arrives before the copy. The copy is
-    // marked, so the receiver knows nothing was lost: no loss reported (FEC stays off), and
+    // marked, so the receiver knows nothing was lost: no loss reported (no parity), and
     // the room a retransmission would need is kept only until the copy was due, not for the
     // ten seconds a real loss keeps it.
     const HELD_UP: &str = r#"delay = "20ms"
@@ -87,14 +87,19 @@ fn an_original_held_up_on_the_path_is_no_loss_and_keeps_no_room() {
         jitter_dist = "normal"
         keep_order = true
         loss = "0%""#;
-    let r = rtq_sim::vtime::run(&scenario(HELD_UP, "adaptive"), |_| {}, || false)
+    let mut held_up = scenario(HELD_UP, "adaptive");
+    // A seed whose link holds a frame up past the wait (1 in 4000 frames; of seeds 1-5, 1
+    // and 5 do).
+    held_up.seed = 1;
+    let r = rtq_sim::vtime::run(&held_up, |_| {}, || false)
         .unwrap()
         .report;
     let rec = &r.receiver.recovery;
     assert!(rec.retransmit_requests > 0, "nothing was held up: {rec:?}");
     assert_eq!(rec.loss_before_recovery, 0.0, "{rec:?}");
     assert_eq!(rec.retransmitted, 0, "{rec:?}");
-    assert_eq!(r.sender.recovery.parity_sent, 0);
+    // Parity only for the first frames, on the loss assumed until a report measured none.
+    assert!(r.sender.recovery.parity_sent <= rtq::fec::START_PARITY_FRAMES);
     assert_eq!(r.on_time_ratio(), 1.0);
     // The 95th percentile of transit (~30 ms) and the headroom: ~36 ms. Taking the late
     // original for a copy kept a round trip of room for ten seconds at a time (p50 79 ms).

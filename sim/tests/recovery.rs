@@ -58,8 +58,11 @@ fn fec_turns_random_loss_into_frames_played() {
 #[test]
 fn a_clean_link_costs_no_parity() {
     let r = run(&scenario("auto", "on", r#"delay = "20ms""#)).report;
-    assert_eq!(r.sender.recovery.parity_sent, 0);
-    assert_eq!(r.sender.recovery.fec_overhead_ratio, 0.0);
+    // Parity only on the loss assumed at the start, until the first report measures none
+    // (after 64 fragments, about a quarter of a second here): 17 parities for 600 frames.
+    let rec = &r.sender.recovery;
+    assert!(rec.parity_sent <= 32, "{rec:?}");
+    assert!(rec.fec_overhead_ratio < 0.01, "{rec:?}");
     assert_eq!(r.receiver.frames.lost, 0);
     // Nor room for retransmission in the playout delay: nothing goes missing.
     assert_eq!(r.receiver.recovery.retransmit_requests, 0);

@@ -77,8 +77,8 @@ pub struct SendArgs {
     #[arg(long, default_value = "1", value_name = "0-9|off")]
     pub compress: CompressLevel,
     /// Forward error correction: `auto` (Reed-Solomon parity sized to the loss the receiver
-    /// reports, at most 50 % overhead; `auto:30%` sets the cap), `off`, or a fixed overhead
-    /// such as `25%`.
+    /// reports, and to 1 % for the first 64 frames until it has; at most 50 % overhead;
+    /// `auto:30%` sets the cap), `off`, or a fixed overhead such as `25%`.
     #[arg(long, default_value = "auto", value_name = "auto|off|PERCENT")]
     pub fec: FecMode,
     /// Rate adaptation: the video source shrinks its frames when the path does not carry

@@ -301,9 +301,20 @@ impl RecoveryRoom {
 const MAX_ASKED: usize = 2048;
 
 /// Frames whose fragments are kept for parity before any parity or loss was seen
-/// ([`ReceiverSession::keeps_for_parity`]): a fixed ratio's first groups, with room to
-/// spare (a group holds at most [`crate::fec::MAX_GROUP_FRAMES`] frames).
-const KEPT_BEFORE_PARITY: u64 = 4 * crate::fec::MAX_GROUP_FRAMES as u64;
+/// ([`ReceiverSession::keeps_for_parity`]): those automatic parity protects on an assumed
+/// loss, and a fixed ratio's first groups, with room to spare (a group holds at most
+/// [`crate::fec::MAX_GROUP_FRAMES`] frames).
+const KEPT_BEFORE_PARITY: u64 = crate::fec::START_PARITY_FRAMES;
+
+/// How long fragments are kept for parity after parity last came or loss was last counted
+/// ([`ReceiverSession::keeps_for_parity`]). A sender's automatic parity follows loss down
+/// slowly (seconds after the last loss); on a path without loss it stops after its start.
+const PARITY_KEEP: Duration = Duration::from_secs(1);
+
+/// Fragments of played (or given-up) frames after which the first report goes, if that comes
+/// before the report interval: enough for the sender to take its measure of the loss
+/// (it wants 50), which ends the parity it sends at the start on an assumed loss.
+const FIRST_REPORT_FRAGMENTS: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -335,8 +346,12 @@ pub struct ReceiverSession {
     end: Option<End>,
     reassembler: Reassembler,
     fec: FecDecoder,
-    /// Fragments are kept for parity ([`Self::keeps_for_parity`]).
-    parity_armed: bool,
+    /// Until when fragments are kept for parity ([`Self::keeps_for_parity`]).
+    parity_armed_until: Option<Instant>,
+    /// Fragments missing when loss last armed the keeping for parity.
+    armed_missing: u64,
+    /// No report has gone yet that covers [`FIRST_REPORT_FRAGMENTS`] fragments.
+    first_report_pending: bool,
     loss: LossMeter,
     asked: std::collections::BTreeMap<u64, Asked>,
     /// When a copy last filled in a fragment whose original never came (retransmission was
@@ -405,7 +420,9 @@ impl ReceiverSession {
         let mut s = Self {
             reassembler: Reassembler::new(cfg.reassembly),
             fec: FecDecoder::new(cfg.fec),
-            parity_armed: false,
+            parity_armed_until: None,
+            armed_missing: 0,
+            first_report_pending: true,
             loss: LossMeter::default(),
             asked: Default::default(),
             needed_recovery_at: None,
@@ -613,6 +630,12 @@ impl ReceiverSession {
         } else {
             self.handle_fragment(now, datagram, Origin::Wire);
         }
+        if self.first_report_pending && self.loss_counts().expected >= FIRST_REPORT_FRAGMENTS {
+            // The sender's automatic parity runs on an assumed loss until a report measures
+            // it: on a fast path that report need not wait for the interval.
+            self.first_report_pending = false;
+            self.timers.set(Timer::Report, now);
+        }
     }
 
     /// Takes one record of a frame stream (`--transport stream`): a fragment as it would have
@@ -660,7 +683,11 @@ impl ReceiverSession {
             self.stats.dropped.rejected(Rejected::TooFarAhead);
             return;
         }
-        self.parity_armed = true;
+        if h.first_seq.saturating_add(u64::from(h.frames)) > KEPT_BEFORE_PARITY {
+            // (Parity of the first frames, whose fragments are kept anyway, arms nothing: on
+            // a clean path the sender's parity on an assumed loss ends there.)
+            self.parity_armed_until = Some(now + PARITY_KEEP);
+        }
         let shard = datagram.slice(PARITY_HEADER_LEN..);
         for d in self.fec.on_parity(&h, shard) {
             self.handle_fragment(now, d, Origin::Fec);
@@ -730,28 +757,36 @@ impl ReceiverSession {
         }
         // Fragments that came by themselves (even of frames already complete: a group of
         // small frames needs them all) are kept for the groups they belong to.
-        if origin == Origin::Wire && keep && self.keeps_for_parity(header.seq) {
+        if origin == Origin::Wire && keep && self.keeps_for_parity(now, header.seq) {
             for d in self.fec.on_fragment(&header, datagram) {
                 self.handle_fragment(now, d, Origin::Fec);
             }
         }
     }
 
-    /// Whether fragments are kept for parity: once parity has come or this receiver has
-    /// counted loss (which its reports tell the sender), and for the first
-    /// [`KEPT_BEFORE_PARITY`] frames. A sender's automatic parity starts only after a report
-    /// names loss, so every group it protects was sent after that report, and its fragments
-    /// arrive after this receiver counted the loss; a fixed ratio's parity comes from the
-    /// first group on, among the first frames. Until then a clean path's fragments are not
-    /// stored only to be evicted unused (a map entry and a bounds trim each).
-    fn keeps_for_parity(&mut self, seq: u64) -> bool {
+    /// Whether fragments are kept for parity: for the first [`KEPT_BEFORE_PARITY`] frames,
+    /// and for [`PARITY_KEEP`] after parity of later frames came or this receiver counted loss
+    /// (which its reports tell the sender). A sender's automatic parity protects the first
+    /// frames on an assumed loss, and later ones only after a report names loss, so every
+    /// later group it protects was sent after that report, and its fragments arrive after
+    /// this receiver counted the loss; a fixed ratio's parity comes from the first group on.
+    /// Otherwise — a clean path — fragments are not stored only to be evicted unused (a map
+    /// entry and a bounds trim each).
+    fn keeps_for_parity(&mut self, now: Instant, seq: u64) -> bool {
         if !self.cfg.parity {
             return false;
         }
-        if !self.parity_armed && self.loss.counts().missing > 0 {
-            self.parity_armed = true;
+        let missing = self.loss.counts().missing;
+        if missing > self.armed_missing {
+            self.armed_missing = missing;
+            self.parity_armed_until = Some(now + PARITY_KEEP);
         }
-        self.parity_armed || seq < KEPT_BEFORE_PARITY
+        self.parity_armed(now) || seq < KEPT_BEFORE_PARITY
+    }
+
+    /// Whether fragments are kept for parity at `now`, past the first frames.
+    fn parity_armed(&self, now: Instant) -> bool {
+        self.parity_armed_until.is_some_and(|t| now < t)
     }
 
     /// An original of frame `seq` came: if it had been asked for, the path reorders (or
@@ -1146,6 +1181,9 @@ impl ReceiverSession {
                     // Now and then: the FEC decoder forgets what can no longer play.
                     self.fec.forget_before(self.jitter.next_seq());
                     self.send_report(now);
+                    if self.loss.counts().expected >= FIRST_REPORT_FRAGMENTS {
+                        self.first_report_pending = false;
+                    }
                     self.timers
                         .set(Timer::Report, now + self.cfg.report_interval);
                 }
@@ -1712,8 +1750,11 @@ mod tests {
 
     impl Pair {
         fn new(rx_cfg: ReceiverConfig, delay: Duration) -> Self {
+            // No parity: these tests see loss and its retransmission as they happen
+            // (automatic parity starts on an assumed loss; `fec_pair` tests it).
             let tx_cfg = SenderConfig {
                 compress: crate::compress::CompressLevel::Fast,
+                fec: crate::fec::FecMode::Off,
                 ..Default::default()
             };
             Self::with_sender(tx_cfg, rx_cfg, delay)
@@ -1978,11 +2019,23 @@ mod tests {
         let mut clean = fec_pair(FecMode::default());
         stream(&mut clean, 2 * KEPT_BEFORE_PARITY as usize, 5000);
         let tx = clean.tx.report(clean.now);
-        assert_eq!(tx.recovery.parity_sent, 0, "no loss reported, no parity");
-        // Nor is anything kept for it past the first frames (kept for a fixed ratio's
-        // parity), which playout has passed.
+        // Parity from the start, on an assumed loss, until a report measured none: two
+        // report intervals (the first covers fewer than 50 fragments), 16 frames of 5
+        // fragments and 2 parities, of 128 frames.
+        assert!(
+            (1..=40).contains(&tx.recovery.parity_sent),
+            "{:?}",
+            tx.recovery
+        );
+        assert_eq!(
+            clean.tx.loss_estimate().loss,
+            0.0,
+            "the measure replaced the assumption outright"
+        );
+        // Nor is anything kept for parity once it stopped coming (past the first frames,
+        // kept for a fixed ratio's parity, which playout has passed).
         assert_eq!(clean.rx.fec.bytes(), 0);
-        assert!(!clean.rx.parity_armed);
+        assert!(!clean.rx.parity_armed(clean.now));
         let mut lossy = fec_pair(FecMode::default());
         lossy.drop = every_nth_fragment(10);
         stream(&mut lossy, 90, 5000);
@@ -1995,9 +2048,43 @@ mod tests {
         let rx = lossy.rx.report(lossy.now);
         assert!(tx.recovery.parity_sent > 0);
         assert!(rx.recovery.fec_recovered > 0);
-        // Parity starts once a report shows loss: only the first frames go unprotected.
-        assert!(rx.frames.lost <= 10, "{:?}", rx.frames);
+        // Parity from the first frame on, on an assumed loss until the reports measure it:
+        // none goes unprotected (without the assumption, 8 of the first frames were lost).
+        assert_eq!(rx.frames.lost, 0, "{:?}", rx.frames);
         assert!(tx.recovery.fec_overhead_ratio <= 0.5);
+    }
+
+    /// The sender's parity on an assumed loss ends with the first report that measures the
+    /// loss; on a fast stream that report goes once it covers enough fragments, before the
+    /// report interval.
+    #[test]
+    fn on_a_fast_stream_the_first_report_ends_the_start_parity_early() {
+        use crate::fec::{FecMode, START_PARITY_FRAMES};
+        let mut p = fec_pair(FecMode::default());
+        let t0 = p.now;
+        let assumed = p.tx.loss_estimate().loss;
+        assert!(assumed > 0.0, "parity from the start");
+        let mut measured_at = None;
+        for _ in 0..400 {
+            p.push(800);
+            p.step(Duration::from_millis(1));
+            if measured_at.is_none() && p.tx.loss_estimate().loss == 0.0 {
+                measured_at = Some(p.now - t0);
+            }
+        }
+        // 64 frames of one fragment at 1 ms, 80 ms of playout, 10 ms each way: ~155 ms; the
+        // report interval is 250 ms.
+        let at = measured_at.expect("a report measured no loss");
+        assert!(at < Duration::from_millis(200), "measured after {at:?}");
+        let parity = p.tx.report(p.now).recovery.parity_sent;
+        assert!(
+            parity > 0 && parity <= START_PARITY_FRAMES,
+            "{parity} parities, for the first {START_PARITY_FRAMES} frames only"
+        );
+        assert!(
+            !p.rx.parity_armed(p.now),
+            "parity of the first frames arms no keeping of later ones"
+        );
     }
 
     #[test]
@@ -2689,6 +2776,7 @@ mod tests {
             let anchor = ClockAnchor::new(t0, 0);
             let tx_cfg = SenderConfig {
                 compress: crate::compress::CompressLevel::Off,
+                fec: crate::fec::FecMode::Off,
                 ..Default::default()
             };
             let mut tx = SenderSession::new(tx_cfg, anchor, t0);

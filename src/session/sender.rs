@@ -21,7 +21,7 @@ use super::{
 };
 use crate::clock::{ClockAnchor, diff_us};
 use crate::compress::{CompressLevel, CompressStats, Compressor};
-use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate};
+use crate::fec::{FecEncoder, FecEncoderStats, FecMode, LossEstimate, START_PARITY_FRAMES};
 use crate::loss::OUTAGE_LOSS;
 use crate::pace::Pacer;
 use crate::packetize::{Fragments, WireFrame};
@@ -52,6 +52,14 @@ const MAX_RETRANSMIT_HORIZON: Duration = Duration::from_secs(2);
 
 /// How long parity stays off once it was seen to repair nothing.
 const FEC_SUSPENSION: Duration = Duration::from_secs(5);
+
+/// The loss automatic parity is sized for, for the first [`START_PARITY_FRAMES`] frames, until
+/// the receiver's first report of enough fragments says what the path loses: a new path is
+/// assumed to lose 1 %. Without it the first frames go without parity while the first
+/// report is on its way (a report interval and a one-way trip), and a frame lost then is lost
+/// unless a retransmission still fits the playout delay. On a clean path it costs parity for
+/// those frames at most (the receiver reports early on a fast stream).
+const START_LOSS: f64 = 0.01;
 
 /// Sender configuration. The defaults suit live video on the public internet: a frame not on
 /// the wire within 500 ms of capture is dropped.
@@ -267,6 +275,10 @@ pub struct SenderSession {
     delivered_mark: Option<(Instant, Report)>,
     /// The report the loss estimate was last taken from.
     loss_mark: Option<Report>,
+    /// The loss estimate comes from a report (not [`START_LOSS`]).
+    loss_measured: bool,
+    /// Parity on [`START_LOSS`] has not ended yet.
+    start_parity: bool,
     /// The report (and parity count) parity's effect was last checked against.
     fec_mark: Option<(Report, u64)>,
     /// Suspensions of parity in a row (see `check_fec_effect`).
@@ -304,7 +316,14 @@ impl SenderSession {
         }
         let mut s = Self {
             compressor: Compressor::new(cfg.compress),
-            fec: FecEncoder::new(cfg.fec),
+            fec: {
+                let mut fec = FecEncoder::new(cfg.fec);
+                fec.set_estimate(LossEstimate {
+                    loss: START_LOSS,
+                    mean_burst: 1.0,
+                });
+                fec
+            },
             retx: RetransmitStore::new(cfg.retransmit_bytes),
             chunk: BytesMut::new(),
             rate: cfg
@@ -314,6 +333,8 @@ impl SenderSession {
             pacer: Pacer::default(),
             delivered_mark: None,
             loss_mark: None,
+            loss_measured: false,
+            start_parity: true,
             fec_mark: None,
             fec_failures: 0,
             decoder: ControlDecoder::new(cfg.max_control_message),
@@ -743,6 +764,13 @@ impl SenderSession {
         let count = Fragments::count(frags);
         let index = count - frags.remaining() - 1;
         let seq = front.frame.seq;
+        if self.start_parity && seq >= START_PARITY_FRAMES {
+            // No report has measured the loss in time: no parity until one does.
+            self.start_parity = false;
+            if !self.loss_measured {
+                self.fec.set_estimate(LossEstimate::default());
+            }
+        }
         self.fec
             .on_datagram(now, seq, count, &d, last_of_frame, deadline);
         if self.cfg.nack {
@@ -964,8 +992,10 @@ impl SenderSession {
             1.0
         };
         let old = self.fec.estimate();
+        // The first measure replaces the assumed start loss outright.
+        let measured = std::mem::replace(&mut self.loss_measured, true);
         let smooth = |old: f64, new: f64| {
-            if new >= old {
+            if new >= old || !measured {
                 new
             } else {
                 0.8 * old + 0.2 * new
@@ -1320,8 +1350,10 @@ mod tests {
     use crate::wire::datagram::FragmentHeader;
 
     fn setup() -> (SenderSession, Instant) {
+        // No parity: the tests count the datagrams frames are cut into.
         setup_with(SenderConfig {
             compress: CompressLevel::Off,
+            fec: FecMode::Off,
             ..Default::default()
         })
     }
@@ -1943,6 +1975,35 @@ mod tests {
         s.handle_control(t0, &nack.to_bytes());
         let copies: Vec<Bytes> = std::iter::from_fn(|| s.poll_datagram(t0, 1200)).collect();
         assert_eq!(copies, expected);
+    }
+
+    /// Automatic parity protects the first frames on an assumed loss; with no report
+    /// measuring the loss by then, it stops after [`START_PARITY_FRAMES`] of them.
+    #[test]
+    fn automatic_parity_covers_only_the_first_frames_until_a_report_measures_the_loss() {
+        use crate::wire::parity::{ParityHeader, TYPE_PARITY, datagram_type};
+        let (mut s, t0) = setup_with(SenderConfig {
+            compress: CompressLevel::Off,
+            ..Default::default()
+        });
+        s.handle_control(t0, &receiver_hello());
+        let mut covered = Vec::new();
+        for i in 0..3 * START_PARITY_FRAMES {
+            let now = t0 + Duration::from_millis(i);
+            s.push_frame(now, frame(now, 600)).unwrap();
+            while let Some(d) = s.poll_datagram(now, 1200) {
+                if datagram_type(&d) == Some(TYPE_PARITY) {
+                    let (h, _) = ParityHeader::parse(&d).unwrap();
+                    covered.push(h.first_seq + u64::from(h.frames));
+                }
+            }
+            s.handle_timeout(now);
+        }
+        assert!(!covered.is_empty(), "parity from the start");
+        assert!(
+            covered.iter().all(|&end| end <= START_PARITY_FRAMES),
+            "parity past the first frames: {covered:?}"
+        );
     }
 
     #[test]
