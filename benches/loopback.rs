@@ -784,6 +784,8 @@ async fn send_rtq(job: Job, ready: Ready, compress: CompressLevel) -> Sent {
 /// rtq's receiver session in a loop as minimal as bare quinn's.
 async fn serve_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     use rtq::session::ReceiverSession;
+    // As the shells do: FEC's tables are built before the sender connects.
+    rtq::fec::warm_up();
     let server = quinn_server(ready);
     let conn = server.accept().await.unwrap().await.unwrap();
     let mut rx = ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
@@ -798,6 +800,7 @@ async fn serve_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
 /// stages; the difference to `rtq` is the cost of its shells.
 async fn send_rtq_core(job: Job, ready: Ready) -> Sent {
     use rtq::session::SenderSession;
+    rtq::fec::warm_up();
     let (client, conn) = connect(ready).await;
     let cfg = SenderConfig {
         compress: CompressLevel::Off,
@@ -1201,6 +1204,8 @@ async fn send_goodput_quinn_stream(job: Job, ready: Ready) -> Sent {
 /// is worth keeping for a copy, its requests ask for copies of what the receiver lost.
 async fn serve_goodput_rtq_core(ready: oneshot::Sender<Ready>) -> Measured {
     use rtq::session::ReceiverSession;
+    // As the shells do: FEC's tables are built before the sender connects.
+    rtq::fec::warm_up();
     let server = quinn_server(ready);
     let conn = server.accept().await.unwrap().await.unwrap();
     let mut rx = ReceiverSession::new(ReceiverConfig::default(), rtq::net::system_anchor(), now());
@@ -1282,6 +1287,7 @@ async fn wait_for(at: Option<std::time::Instant>, end: std::time::Instant) {
 async fn send_goodput_rtq_core(job: Job, ready: Ready) -> Sent {
     use rtq::session::SenderSession;
     use rtq::source::SourceFrame;
+    rtq::fec::warm_up();
     let (client, conn) = connect(ready).await;
     let cfg = SenderConfig {
         compress: CompressLevel::Off,

@@ -203,7 +203,8 @@ fn auto_plan(k: usize, estimate: LossEstimate, max_overhead: f64) -> (u16, f64) 
 pub const START_PARITY_FRAMES: u64 = 4 * MAX_GROUP_FRAMES as u64;
 
 /// Probability of losing a frame of a group of single-fragment frames that
-/// [`FecMode::Auto`] sizes its groups for (see [`auto_group_frames`]).
+/// [`FecMode::Auto`] sizes its groups for: the fewest frames (at least 2, at most
+/// [`MAX_GROUP_FRAMES`]) whose parity within the cap keeps a frame's loss below it.
 pub const FRAME_RESIDUAL_TARGET: f64 = 1e-4;
 
 /// Frames per group of single-fragment frames under [`FecMode::Auto`]: the fewest (at least
@@ -293,8 +294,9 @@ pub fn encode(
 
 /// Builds the Reed–Solomon tables, which [`reed_solomon_simd`] makes on first use: about 9 ms
 /// once per process (measured on the 2-core machine), which would otherwise stall the first
-/// frame that gets parity, mid-stream. [`FecEncoder::new`] and [`FecDecoder::new`] call it;
-/// after the first call it costs nothing.
+/// frame that gets parity, mid-stream. The shells call it before connecting, and
+/// [`FecEncoder::new`] and [`FecDecoder::new`] call it too; after the first call it costs
+/// nothing.
 pub fn warm_up() {
     static DONE: std::sync::Once = std::sync::Once::new();
     DONE.call_once(|| {

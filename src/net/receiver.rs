@@ -207,6 +207,8 @@ impl Receiver {
     /// Returns every session's outcome, in the order they ended.
     pub async fn run(self, mut shutdown: Shutdown) -> Result<Vec<SessionOutcome>, RecvError> {
         let Self { endpoint, opts, .. } = self;
+        // Before any sender connects: the first session's frames do not wait for it.
+        crate::fec::warm_up();
         let output = Output::open(opts.output.as_ref())
             .await
             .map_err(RecvError::Output)?;

@@ -217,6 +217,10 @@ pub async fn run_on(
     opts: SendOptions,
     mut shutdown: Shutdown,
 ) -> Result<SendOutcome, SendError> {
+    if opts.session.fec != crate::fec::FecMode::Off {
+        // Before connecting: the first frames do not wait for it.
+        crate::fec::warm_up();
+    }
     let server_name = opts
         .server_name
         .clone()
