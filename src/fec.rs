@@ -453,7 +453,7 @@ impl FecEncoder {
             }
             self.group.push(d.clone());
             self.group_deadline = Some(deadline);
-            if self.group.len() >= self.group_frames.min(usize::from(MAX_GROUP_FRAMES)) {
+            if self.group.len() >= self.group_frames {
                 self.close_group(now);
             }
             return;

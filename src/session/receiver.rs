@@ -1181,9 +1181,6 @@ impl ReceiverSession {
                     // Now and then: the FEC decoder forgets what can no longer play.
                     self.fec.forget_before(self.jitter.next_seq());
                     self.send_report(now);
-                    if self.loss.counts().expected >= FIRST_REPORT_FRAGMENTS {
-                        self.first_report_pending = false;
-                    }
                     self.timers
                         .set(Timer::Report, now + self.cfg.report_interval);
                 }
@@ -1572,6 +1569,10 @@ impl ReceiverSession {
         let now_us = self.micros(now);
         let burst_rate_bps = self.burst.bps(now_us);
         let loss = self.loss_counts();
+        if loss.expected >= FIRST_REPORT_FRAGMENTS {
+            // This report measures the loss for the sender: no early one is needed.
+            self.first_report_pending = false;
+        }
         let st = self.stats();
         let r = Report {
             frames_received: st.frames_received,

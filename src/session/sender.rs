@@ -277,8 +277,6 @@ pub struct SenderSession {
     loss_mark: Option<Report>,
     /// The loss estimate comes from a report (not [`START_LOSS`]).
     loss_measured: bool,
-    /// Parity on [`START_LOSS`] has not ended yet.
-    start_parity: bool,
     /// The report (and parity count) parity's effect was last checked against.
     fec_mark: Option<(Report, u64)>,
     /// Suspensions of parity in a row (see `check_fec_effect`).
@@ -334,7 +332,6 @@ impl SenderSession {
             delivered_mark: None,
             loss_mark: None,
             loss_measured: false,
-            start_parity: true,
             fec_mark: None,
             fec_failures: 0,
             decoder: ControlDecoder::new(cfg.max_control_message),
@@ -764,12 +761,10 @@ impl SenderSession {
         let count = Fragments::count(frags);
         let index = count - frags.remaining() - 1;
         let seq = front.frame.seq;
-        if self.start_parity && seq >= START_PARITY_FRAMES {
-            // No report has measured the loss in time: no parity until one does.
-            self.start_parity = false;
-            if !self.loss_measured {
-                self.fec.set_estimate(LossEstimate::default());
-            }
+        if !self.loss_measured && seq >= START_PARITY_FRAMES {
+            // No report has measured the loss in time: no parity until one does (a no-op
+            // once the estimate is cleared).
+            self.fec.set_estimate(LossEstimate::default());
         }
         self.fec
             .on_datagram(now, seq, count, &d, last_of_frame, deadline);
