@@ -26,8 +26,16 @@ pub struct LatencyHistogram {
 impl Default for LatencyHistogram {
     fn default() -> Self {
         Self {
-            // Cannot fail: constant bounds (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5).
-            hist: Histogram::new_with_bounds(1, MAX_TRACKED_US, 3).expect("valid bounds"),
+            hist: {
+                // Grows as larger values come (to `MAX_TRACKED_US` at most: `record` clamps),
+                // instead of zeroing the counts for an hour up front: 190 KB per histogram,
+                // which a new session (a handful of them) paid as page faults, ~0.3 ms before
+                // it read its first datagram. The buckets are the same, so are the quantiles.
+                // Cannot fail: constant bounds (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5).
+                let mut h = Histogram::new_with_bounds(1, 2, 3).expect("valid bounds");
+                h.auto(true);
+                h
+            },
             negative: 0,
         }
     }
@@ -40,7 +48,12 @@ impl LatencyHistogram {
         if us < 0 {
             self.negative += 1;
         }
-        self.hist.saturating_record(us.max(0).unsigned_abs());
+        let us = us.max(0).unsigned_abs().min(MAX_TRACKED_US);
+        // `record` grows the histogram (`saturating_record` would clamp to its current top);
+        // within the hour it cannot fail, and if it did the value would still count.
+        if self.hist.record(us).is_err() {
+            self.hist.saturating_record(us);
+        }
     }
 
     /// Samples recorded.
@@ -404,6 +417,41 @@ mod tests {
         assert_eq!(h.negative(), 1);
         assert_eq!(h.len(), 2);
         assert!(h.summary().max >= MAX_TRACKED_US);
+    }
+
+    #[test]
+    fn a_new_histogram_is_small_and_grows_to_what_it_records() {
+        let mut h = LatencyHistogram::default();
+        let new_len = h.histogram().distinct_values();
+        assert!(new_len <= 4096, "{new_len} counters before any sample");
+        h.record(90_000_000);
+        assert!(h.histogram().distinct_values() > new_len);
+        assert!(h.quantile(1.0) >= 90_000_000);
+    }
+
+    proptest::proptest! {
+        /// Growing on demand keeps the buckets of a histogram sized for the hour up front:
+        /// every quantile, the count and the extremes are the same (above the hour, both
+        /// saturate; see `negatives_are_counted_and_huge_values_saturate`).
+        #[test]
+        fn growing_keeps_the_quantiles_of_a_full_size_histogram(
+            values in proptest::collection::vec(0..=MAX_TRACKED_US, 1..200),
+            split in 0usize..200,
+        ) {
+            let mut full = Histogram::<u64>::new_with_bounds(1, MAX_TRACKED_US, 3).unwrap();
+            let (mut a, mut b) = (LatencyHistogram::default(), LatencyHistogram::default());
+            for (i, &v) in values.iter().enumerate() {
+                full.saturating_record(v);
+                // Half through a merge, which must grow the same way.
+                if i < split { a.record(v as i64) } else { b.record(v as i64) }
+            }
+            a.merge(&b);
+            proptest::prop_assert_eq!(a.len(), full.len());
+            for q in [0.0, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0] {
+                proptest::prop_assert_eq!(a.quantile(q), full.value_at_quantile(q), "q {}", q);
+            }
+            proptest::prop_assert_eq!(a.histogram().min(), full.min());
+        }
     }
 
     #[test]
