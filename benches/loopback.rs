@@ -366,7 +366,10 @@ fn main() {
         (_, _, true) => 0.3,
         (Case::Small, false, _) => 2.0,
         (Case::Small, true, _) => 1.0,
-        (Case::Video, false, _) => 4.0,
+        // 240 frames a round: p99 is then the 3rd-slowest, not the 2nd of 120, where the
+        // connection's first frame (the server finishing its handshake as it arrives) and one
+        // scheduling hiccup of either side made the whole figure.
+        (Case::Video, false, _) => 8.0,
         (Case::Video, true, _) => 2.0,
         (Case::Goodput, false, _) => 1.0,
         (Case::Goodput, true, _) => 0.5,

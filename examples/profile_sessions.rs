@@ -8,7 +8,9 @@
 //!   datagram handed to the receiver, frames played as they fall due (as the bench's
 //!   `rtq_core` goodput);
 //! - `sender N`: the goodput case's sender session alone, one datagram polled per frame
-//!   pushed (the work on the bench's sending thread).
+//!   pushed (the work on the bench's sending thread);
+//! - `video N`: N 50 000-byte frames, one every 33 ms, through the sender session alone, all
+//!   of a frame's datagrams polled at once; prints the time a frame and a datagram take.
 
 #![allow(clippy::unwrap_used, reason = "a profiling driver fails loudly")]
 
@@ -106,7 +108,32 @@ fn main() {
             }
             println!("{sent} bytes");
         }
-        other => panic!("mode {other:?}: small, goodput or sender"),
+        "video" => {
+            // The `video` case's sender alone: a 50 000-byte frame every 33 ms, all its
+            // datagrams polled at once (and thrown away); the time a frame takes to hand over.
+            let data = Bytes::from(vec![0x5au8; 50_000]);
+            let mut datagrams = 0u64;
+            let started = base();
+            for i in 0..n {
+                let now = t0 + Duration::from_millis(33 * i);
+                let frame = SourceFrame {
+                    capture: now,
+                    keyframe: false,
+                    data: data.clone(),
+                };
+                tx.push_frame(now, frame).unwrap();
+                while tx.poll_datagram(now, 1414).is_some() {
+                    datagrams += 1;
+                }
+            }
+            let took = started.elapsed();
+            println!(
+                "{datagrams} datagrams; {:.2} µs a frame, {:.0} ns a datagram",
+                took.as_secs_f64() * 1e6 / n as f64,
+                took.as_secs_f64() * 1e9 / datagrams as f64
+            );
+        }
+        other => panic!("mode {other:?}: small, goodput, sender or video"),
     }
     let (ts, rs) = (tx.stats(), rx.stats());
     println!("sender {ts:?}\nreceiver {rs:?}");
