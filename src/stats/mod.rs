@@ -29,7 +29,7 @@ impl Default for LatencyHistogram {
             hist: {
                 // Grows as larger values come (to `MAX_TRACKED_US` at most: `record` clamps),
                 // instead of zeroing the counts for an hour up front: 190 KB per histogram,
-                // which a new session (a handful of them) paid as page faults, ~0.3 ms before
+                // which a new receiver session (three of them) paid as page faults, ~0.3 ms before
                 // it read its first datagram. The buckets are the same, so are the quantiles.
                 // Cannot fail: constant bounds (low ≥ 1, high ≥ 2 × low, sigfig ≤ 5).
                 let mut h = Histogram::new_with_bounds(1, 2, 3).expect("valid bounds");
